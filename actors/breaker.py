@@ -1,0 +1,68 @@
+"""The breaker actor: one per sink, owning that sink's breaker for the whole cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from breakwater.breaker import BreakerConfig, BreakerState, BreakerView, CallOutcome, CircuitBreaker
+from breakwater.journal import Snapshots
+from breakwater.metrics import MetricsBuffer
+
+
+class BreakerActor:
+    """Keeps its breaker's state in the journal on every transition, so a restarted actor
+    comes back in the state it was in (a new epoch), not silently CLOSED."""
+
+    def __init__(self, sink: str, config: BreakerConfig, journal_path: Path, metrics: Any) -> None:
+        self.snapshots = Snapshots(journal_path)
+        self.metrics = metrics  # a MetricsLink, or None
+        self.breaker = CircuitBreaker(sink, config, on_transition=self._on_transition)
+        saved = self.snapshots.load("breaker", sink)
+        if saved is not None:
+            self.breaker.restore(saved)
+            self._save()
+        self._publish(trip=False)
+
+    def _on_transition(self, breaker: CircuitBreaker, previous: BreakerState, reason: str) -> None:
+        self._save()
+        self._publish(trip=breaker.state == BreakerState.OPEN and not breaker.forced)
+
+    def _save(self) -> None:
+        self.snapshots.save("breaker", self.breaker.sink, self.breaker.snapshot())
+
+    def _publish(self, *, trip: bool) -> None:
+        if self.metrics is None:
+            return
+        buffer = MetricsBuffer()
+        buffer.set("circuit_breaker_state", int(self.breaker.state), breaker=self.breaker.sink)
+        buffer.inc("circuit_breaker_trips", 1 if trip else 0, breaker=self.breaker.sink)
+        self.metrics.push(buffer.drain())
+
+    def view(self) -> BreakerView:
+        return self.breaker.view()
+
+    def acquire_trial(self) -> tuple[bool, BreakerView]:
+        return self.breaker.acquire_trial()
+
+    def record(self, outcomes: list[CallOutcome]) -> BreakerView:
+        return self.breaker.record(outcomes)
+
+    def force(self, state: int | None, reason: str) -> BreakerView:
+        return self.breaker.force(None if state is None else BreakerState(state), reason)
+
+    def configure(self, config: BreakerConfig) -> None:
+        """New settings from a newer job; the state is kept."""
+        self.breaker.config = config
+
+    def status(self) -> dict[str, Any]:
+        view = self.breaker.view()
+        return {
+            "sink": view.sink,
+            "state": view.state.name,
+            "epoch": view.epoch,
+            "forced": view.forced,
+            "retry_at": view.retry_at if view.state != BreakerState.CLOSED else None,
+            "trips": self.breaker.trips,
+            "config": self.breaker.config.model_dump(),
+        }

@@ -1,0 +1,111 @@
+"""The dead-letter queue actor: one per cluster, on the head node, journaled to local disk."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from pydantic import SecretStr
+
+from actors.periodic import Every
+from breakwater.accounting import DeadLetterTally
+from breakwater.admin import AdminGuard
+from breakwater.dead_letters import DeadLetter, DeadLetterConfig, DeadLetterQueue, EnqueueResult, Failure
+from breakwater.metrics import MetricsBuffer
+from breakwater.retry import RetryPolicy
+
+
+class DeadLetterActor:
+    """Every method holds one lock: writers' enqueues, the drain and the stats publisher
+    share one SQLite connection."""
+
+    def __init__(
+        self,
+        config: DeadLetterConfig,
+        policy: RetryPolicy,
+        admin_token: SecretStr | None,
+        metrics: Any,
+        publish_interval_s: float,
+    ) -> None:
+        self.queue = DeadLetterQueue(config, policy)
+        self.guard = AdminGuard(admin_token)
+        self.metrics = metrics
+        self.lock = threading.Lock()
+        self.publisher = Every(publish_interval_s, self.publish, "dlq-stats")
+        self.publisher.start()
+
+    def path(self) -> str:
+        return str(self.queue.config.path)
+
+    def publish(self) -> None:
+        if self.metrics is None:
+            return
+        with self.lock:
+            stats = self.queue.stats()
+            self.queue.purge_expired()
+        buffer = MetricsBuffer()
+        buffer.set("ais_dlq_size", stats.waiting)
+        buffer.set("ais_dlq_bytes", stats.waiting_bytes)
+        buffer.set("ais_dlq_dead", stats.dead)
+        buffer.set("ais_dlq_dead_expiring", stats.dead_expiring_soon)
+        buffer.set("ais_dlq_full", int(stats.full))
+        oldest = stats.oldest_failed_at
+        buffer.set("ais_dlq_oldest_age_seconds", 0 if oldest is None else max(0.0, time.time() - oldest))
+        self.metrics.push(buffer.drain())
+
+    # -- writers and drains --------------------------------------------------------------------
+
+    def enqueue(self, sink: str, rows_by_kind: dict[str, list[Any]], **kw: Any) -> EnqueueResult:
+        with self.lock:
+            return self.queue.enqueue(sink, rows_by_kind, **kw)
+
+    def is_full(self) -> bool:
+        with self.lock:
+            return self.queue.is_full()
+
+    def sinks_waiting(self) -> list[str]:
+        with self.lock:
+            return self.queue.sinks_waiting()
+
+    def due(self, sink: str, limit: int, force: bool = False) -> list[DeadLetter]:
+        with self.lock:
+            return self.queue.due(sink, limit, force=force)
+
+    def resolve(self, letters: list[DeadLetter], written: int, duplicates: int) -> None:
+        with self.lock:
+            self.queue.resolve(letters, written=written, duplicates=duplicates)
+
+    def fail(self, letters: list[DeadLetter], failure: Failure) -> tuple[int, int]:
+        with self.lock:
+            return self.queue.fail(letters, failure)
+
+    def park(self, letters: list[DeadLetter], until: float) -> None:
+        with self.lock:
+            self.queue.park(letters, until)
+
+    def job_tally(self, job_id: str) -> dict[str, DeadLetterTally]:
+        with self.lock:
+            return self.queue.job_tally(job_id)
+
+    # -- operators -----------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            return self.queue.stats().as_dict()
+
+    def peek(self, n: int, sink: str | None, status: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [x.as_dict() for x in self.queue.peek(n, sink=sink, status=status)]
+
+    def retry_now(self, sink: str | None) -> int:
+        with self.lock:
+            return self.queue.retry_now(sink)
+
+    def admin(self, operation: str, token: str | None, requested_by: str, sink: str | None) -> int:
+        """clear, clear_dead or redrive, after the admin token is checked."""
+        if operation not in ("clear", "clear_dead", "redrive"):
+            raise ValueError(f"unknown dead-letter operation {operation!r}")
+        self.guard.check(token, f"dead-letter {operation}" + (f" of {sink}" if sink else ""), requested_by)
+        with self.lock:
+            return int(getattr(self.queue, operation)(sink))

@@ -1,0 +1,18 @@
+"""The decode task: stateless, fanned out over the cluster, one batch per call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from breakwater.decode import BatchDecoder
+from breakwater.framing import LineBatch
+
+
+@ray.remote(max_retries=3)
+def decode_batch(batch: LineBatch, n_shards: int, strict_tag_blocks: bool) -> tuple[Any, ...]:
+    """Returns (counts, rejected examples) and then one ReportBatch per shard, as separate
+    objects: the driver hands each shard's object to its writer without fetching it."""
+    decoded = BatchDecoder(n_shards, strict_tag_blocks=strict_tag_blocks).decode(batch)
+    return ((decoded.counts, decoded.rejected_examples), *decoded.shards)

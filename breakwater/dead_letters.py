@@ -1,0 +1,424 @@
+"""The dead-letter queue: what a sink could not take, kept on disk until it can.
+
+Every record a sink could not write (an error, or its breaker open) is journaled here with
+its sink, its attempt history and its next retry time. The journal is a local SQLite file in
+WAL mode, on the head node by default: it depends on none of the stores it protects, so it
+survives their failures, a restart of its actor, and a restart of the whole Ray cluster.
+Nothing is held only in memory: `enqueue` returns after the rows are committed.
+
+A record is `waiting` (to be retried by the retry job) or `dead` (out of attempts, or a poison
+record the sink will never take): dead records wait for an operator, who can redrive them.
+Each record belongs to one sink: a record that failed only on Redis is retried only on Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from breakwater.accounting import DeadLetterTally
+from breakwater.journal import Transaction, open_journal
+from breakwater.reports import row_key
+from breakwater.retry import RetryPolicy
+
+log = logging.getLogger("breakwater.dead_letters")
+
+WAITING = "waiting"
+DEAD = "dead"
+BREAKER_OPEN_ERROR = "BreakerOpen"  # the error class recorded when a breaker diverted a record
+_HISTORY_KEPT = 10  # attempts kept per record; older ones are summarised by `attempts`
+
+
+def default_journal_path() -> Path:
+    """`$XDG_STATE_HOME/breakwater/dead-letters.sqlite3`, else under ~/.local/state.
+
+    A fixed place on the machine, not the job's working directory, so the retry job finds
+    it after the Ray cluster that wrote it is gone.
+    """
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "breakwater" / "dead-letters.sqlite3"
+
+
+class DeadLetterConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: Path = Field(default_factory=default_journal_path, description="journal file")
+    max_records: int = Field(1_000_000, ge=1, description="waiting records before backpressure")
+    max_bytes: int = Field(1 << 30, ge=1024, description="waiting bytes before backpressure")
+    dead_retention_s: float | None = Field(
+        None, gt=0, description="purge dead records this long after they died; None keeps them"
+    )
+    retention_warning_s: float = Field(
+        86_400.0, gt=0, description="how far ahead the expiring-soon metric looks"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why a write did not happen."""
+
+    error: str  # exception class name, or BREAKER_OPEN_ERROR
+    message: str
+    breaker: str  # the breaker state when it happened
+    at: float
+    transient: bool = True
+
+    @property
+    def parked(self) -> bool:
+        return self.error == BREAKER_OPEN_ERROR
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"at": self.at, "error": self.error, "message": self.message[:500], "breaker": self.breaker}
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    id: int
+    sink: str
+    kind: str
+    key: str
+    row: tuple[Any, ...]
+    source: str
+    job_id: str
+    status: str
+    attempts: int
+    history: list[dict[str, Any]]
+    first_failed_at: float
+    last_failed_at: float
+    next_retry_at: float
+    dead_at: float | None
+    dead_reason: str | None
+    read_ms: int
+
+    def as_dict(self) -> dict[str, Any]:
+        data = {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        data["row"] = list(self.row)
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    accepted: int  # journaled now (or already journaled by an earlier delivery of this batch)
+    duplicates: int  # the same record was already waiting from another batch
+    full: bool  # the queue is over its limits: the reader should slow down
+
+
+@dataclass
+class DeadLetterStats:
+    waiting: int = 0
+    dead: int = 0
+    waiting_bytes: int = 0
+    oldest_failed_at: float | None = None
+    by_sink: dict[str, dict[str, int]] = field(default_factory=dict)
+    by_error: dict[str, int] = field(default_factory=dict)
+    dead_expiring_soon: int = 0
+    full: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+_COLUMNS = (
+    "id, sink, kind, record_key, row, source, job_id, status, attempts, history, "
+    "first_failed_at, last_failed_at, next_retry_at, dead_at, dead_reason, read_ms"
+)
+
+
+def _key(row: Sequence[Any]) -> str:
+    mmsi, received_ms, digest = row_key(tuple(row))
+    return f"{mmsi}:{received_ms}:{digest}"
+
+
+class DeadLetterQueue:
+    """The queue's logic over its journal; `actors/dead_letters.py` gives it an address."""
+
+    def __init__(
+        self,
+        config: DeadLetterConfig | None = None,
+        policy: RetryPolicy | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config or DeadLetterConfig()
+        self.policy = policy or RetryPolicy()
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.db = open_journal(self.config.path)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- writers put records in -----------------------------------------------------------
+
+    def enqueue(
+        self,
+        sink: str,
+        rows_by_kind: dict[str, list[tuple[Any, ...]]],
+        *,
+        source: str,
+        job_id: str,
+        batch_id: str,
+        read_ms: int,
+        failure: Failure,
+        next_retry_at: float | None = None,
+    ) -> EnqueueResult:
+        """Journal what `sink` could not write. Idempotent per batch: delivering the same batch
+        again (a writer restarted mid-call) accepts it again without adding rows."""
+        now = self.clock()
+        status = WAITING if failure.transient else DEAD
+        if next_retry_at is None:
+            next_retry_at = now if failure.parked else now + self.policy.next_delay_s(1, self.rng)
+        attempts = 0 if failure.parked or not failure.transient else 1
+        history = json.dumps([failure.as_dict()])
+        params = []
+        for kind, rows in rows_by_kind.items():
+            for row in rows:
+                encoded = json.dumps(row)
+                params.append((
+                    sink, kind, _key(row), encoded, source, job_id, batch_id, status, attempts,
+                    history, failure.error, now, now, next_retry_at,
+                    now if status == DEAD else None,
+                    None if failure.transient else f"{failure.error}: {failure.message}"[:500],
+                    read_ms, len(encoded),
+                ))
+        accepted = duplicates = 0
+        with self._transaction():
+            for p in params:
+                cur = self.db.execute(
+                    "INSERT INTO dead_letters (sink, kind, record_key, row, source, job_id, "
+                    "batch_id, status, attempts, history, last_error, first_failed_at, "
+                    "last_failed_at, next_retry_at, dead_at, dead_reason, read_ms, size_bytes) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT (sink, kind, record_key) DO NOTHING",
+                    p,
+                )
+                if cur.rowcount:
+                    accepted += 1
+                    continue
+                found = self.db.execute(
+                    "SELECT batch_id FROM dead_letters WHERE sink=? AND kind=? AND record_key=?",
+                    (p[0], p[1], p[2]),
+                ).fetchone()
+                if found and found[0] == batch_id:
+                    accepted += 1  # the same delivery again: it is journaled already
+                else:
+                    duplicates += 1
+        return EnqueueResult(accepted, duplicates, self.is_full())
+
+    # -- the retry job takes them out -----------------------------------------------------
+
+    def due(self, sink: str, limit: int, *, force: bool = False) -> list[DeadLetter]:
+        """Waiting records of `sink` whose retry time has come (all of them with `force`)."""
+        horizon = float("inf") if force else self.clock()
+        cur = self.db.execute(
+            f"SELECT {_COLUMNS} FROM dead_letters WHERE status=? AND sink=? AND next_retry_at<=? "
+            "ORDER BY next_retry_at, id LIMIT ?",
+            (WAITING, sink, horizon, limit),
+        )
+        return [self._letter(r) for r in cur.fetchall()]
+
+    def sinks_waiting(self) -> list[str]:
+        return [r[0] for r in self.db.execute(
+            "SELECT DISTINCT sink FROM dead_letters WHERE status=?", (WAITING,)
+        )]
+
+    def resolve(self, letters: Iterable[DeadLetter], *, written: int, duplicates: int) -> None:
+        """The records were written (`written`) or found already there (`duplicates`): they
+        leave the queue, and the counts are credited to the job that first failed them, for
+        that job's conservation numbers. The letters must all be of one job and one sink (the
+        drain writes them that way)."""
+        letters = list(letters)
+        if not letters:
+            return
+        if len({(x.job_id, x.sink) for x in letters}) != 1:
+            raise ValueError("resolve() takes the letters of one job and one sink at a time")
+        with self._transaction():
+            self.db.executemany("DELETE FROM dead_letters WHERE id=?", [(x.id,) for x in letters])
+            self.db.execute(
+                "INSERT INTO retry_outcomes (job_id, sink, written, duplicates) VALUES (?,?,?,?) "
+                "ON CONFLICT (job_id, sink) DO UPDATE SET written=written+excluded.written, "
+                "duplicates=duplicates+excluded.duplicates",
+                (letters[0].job_id, letters[0].sink, written, duplicates),
+            )
+
+    def fail(self, letters: Iterable[DeadLetter], failure: Failure) -> tuple[int, int]:
+        """A retry failed. Parked (breaker open) records keep their attempts; a poison record
+        dies at once; the others die after `max_attempts`. Returns (waiting, dead)."""
+        now = self.clock()
+        waiting = dead = 0
+        with self._transaction():
+            for letter in letters:
+                history = (letter.history + [failure.as_dict()])[-_HISTORY_KEPT:]
+                attempts = letter.attempts + (0 if failure.parked else 1)
+                if not failure.transient or attempts >= self.policy.max_attempts:
+                    reason = (
+                        f"{failure.error}: {failure.message}"
+                        if not failure.transient
+                        else f"{attempts} attempts failed, last: {failure.error}: {failure.message}"
+                    )
+                    self.db.execute(
+                        "UPDATE dead_letters SET status=?, attempts=?, history=?, last_error=?, "
+                        "last_failed_at=?, dead_at=?, dead_reason=? WHERE id=?",
+                        (DEAD, attempts, json.dumps(history), failure.error, now, now,
+                         reason[:500], letter.id),
+                    )
+                    dead += 1
+                    continue
+                delay = 0.0 if failure.parked else self.policy.next_delay_s(attempts, self.rng)
+                self.db.execute(
+                    "UPDATE dead_letters SET attempts=?, history=?, last_error=?, last_failed_at=?, "
+                    "next_retry_at=? WHERE id=?",
+                    (attempts, json.dumps(history), failure.error, now, now + delay, letter.id),
+                )
+                waiting += 1
+        return waiting, dead
+
+    def park(self, letters: Iterable[DeadLetter], until: float) -> None:
+        """The breaker is open: try these again when it hands out trials; no attempt is used."""
+        with self._transaction():
+            self.db.executemany(
+                "UPDATE dead_letters SET next_retry_at=? WHERE id=?",
+                [(until, x.id) for x in letters],
+            )
+
+    # -- what operators see and do --------------------------------------------------------
+
+    def is_full(self) -> bool:
+        count, size = self.db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(size_bytes), 0) FROM dead_letters WHERE status=?",
+            (WAITING,),
+        ).fetchone()
+        return bool(count >= self.config.max_records or size >= self.config.max_bytes)
+
+    def stats(self) -> DeadLetterStats:
+        stats = DeadLetterStats()
+        for sink, status, n, size, oldest in self.db.execute(
+            "SELECT sink, status, COUNT(*), SUM(size_bytes), MIN(first_failed_at) "
+            "FROM dead_letters GROUP BY sink, status"
+        ):
+            stats.by_sink.setdefault(sink, {WAITING: 0, DEAD: 0})[status] = n
+            if status == WAITING:
+                stats.waiting += n
+                stats.waiting_bytes += size
+            else:
+                stats.dead += n
+            if stats.oldest_failed_at is None or oldest < stats.oldest_failed_at:
+                stats.oldest_failed_at = oldest
+        for error, n in self.db.execute(
+            "SELECT last_error, COUNT(*) FROM dead_letters GROUP BY last_error"
+        ):
+            stats.by_error[error] = n
+        stats.dead_expiring_soon = self._dead_expiring_within(self.config.retention_warning_s)
+        stats.full = (
+            stats.waiting >= self.config.max_records or stats.waiting_bytes >= self.config.max_bytes
+        )
+        return stats
+
+    def peek(self, n: int, *, sink: str | None = None, status: str = WAITING) -> list[DeadLetter]:
+        sql = f"SELECT {_COLUMNS} FROM dead_letters WHERE status=?"
+        args: list[Any] = [status]
+        if sink:
+            sql += " AND sink=?"
+            args.append(sink)
+        cur = self.db.execute(sql + " ORDER BY id LIMIT ?", (*args, n))
+        return [self._letter(r) for r in cur.fetchall()]
+
+    def retry_now(self, sink: str | None = None) -> int:
+        """Make every waiting record (of one sink) due now; returns how many."""
+        return self._update(
+            "UPDATE dead_letters SET next_retry_at=? WHERE status=?", [self.clock(), WAITING], sink
+        )
+
+    def clear(self, sink: str | None = None) -> int:
+        """Delete waiting records (of one sink). Destructive: the caller checks the admin token."""
+        return self._update("DELETE FROM dead_letters WHERE status=?", [WAITING], sink)
+
+    def clear_dead(self, sink: str | None = None) -> int:
+        """Delete dead records (of one sink). Destructive: the caller checks the admin token."""
+        return self._update("DELETE FROM dead_letters WHERE status=?", [DEAD], sink)
+
+    def redrive(self, sink: str | None = None) -> int:
+        """Put dead records (of one sink) back in the queue with fresh attempts, due now."""
+        return self._update(
+            "UPDATE dead_letters SET status=?, attempts=0, next_retry_at=?, dead_at=NULL, "
+            "dead_reason=NULL WHERE status=?",
+            [WAITING, self.clock(), DEAD],
+            sink,
+        )
+
+    def purge_expired(self) -> int:
+        """Delete dead records older than the configured retention; returns how many."""
+        if self.config.dead_retention_s is None:
+            return 0
+        cutoff = self.clock() - self.config.dead_retention_s
+        with self._transaction():
+            cur = self.db.execute(
+                "DELETE FROM dead_letters WHERE status=? AND dead_at<?", (DEAD, cutoff)
+            )
+        if cur.rowcount:
+            log.warning("purged %d dead letters older than the retention", cur.rowcount)
+        return cur.rowcount
+
+    def job_tally(self, job_id: str) -> dict[str, DeadLetterTally]:
+        """What became of one job's records, per sink: the job summary's dead-letter numbers."""
+        counts: dict[str, dict[str, int]] = {}
+        for sink, status, n in self.db.execute(
+            "SELECT sink, status, COUNT(*) FROM dead_letters WHERE job_id=? GROUP BY sink, status",
+            (job_id,),
+        ):
+            counts.setdefault(sink, {})[status] = n
+        for sink, written, duplicates in self.db.execute(
+            "SELECT sink, written, duplicates FROM retry_outcomes WHERE job_id=?", (job_id,)
+        ):
+            counts.setdefault(sink, {}).update(written=written, duplicates=duplicates)
+        return {
+            sink: DeadLetterTally(
+                waiting=c.get(WAITING, 0),
+                dead=c.get(DEAD, 0),
+                retried_written=c.get("written", 0),
+                retried_duplicates=c.get("duplicates", 0),
+            )
+            for sink, c in counts.items()
+        }
+
+    # -- small pieces ---------------------------------------------------------------------
+
+    def _dead_expiring_within(self, horizon_s: float) -> int:
+        if self.config.dead_retention_s is None:
+            return 0
+        cutoff = self.clock() + horizon_s - self.config.dead_retention_s
+        (n,) = self.db.execute(
+            "SELECT COUNT(*) FROM dead_letters WHERE status=? AND dead_at<?", (DEAD, cutoff)
+        ).fetchone()
+        return int(n)
+
+    def _update(self, sql: str, args: list[Any], sink: str | None) -> int:
+        if sink:
+            sql += " AND sink=?"
+            args = [*args, sink]
+        with self._transaction():
+            cur = self.db.execute(sql, args)
+        return cur.rowcount
+
+    def _transaction(self) -> Transaction:
+        return Transaction(self.db)
+
+    @staticmethod
+    def _letter(r: Sequence[Any]) -> DeadLetter:
+        return DeadLetter(
+            id=r[0], sink=r[1], kind=r[2], key=r[3], row=tuple(json.loads(r[4])), source=r[5],
+            job_id=r[6], status=r[7], attempts=r[8], history=json.loads(r[9]),
+            first_failed_at=r[10], last_failed_at=r[11], next_retry_at=r[12], dead_at=r[13],
+            dead_reason=r[14], read_ms=r[15],
+        )

@@ -1,0 +1,191 @@
+"""Decoding: a batch of complete messages in, normalized report rows out, sharded by MMSI.
+
+This is the work of one stateless decode task. pyais parses the sentences and decodes the AIS
+payload; Breakwater adds what pyais leaves to its user: checksums as counted rejections,
+receive times from tag blocks or AMSA-style trailers, MMSI validation, not-available values
+as None (`breakwater.normalize`), and the split into one `ReportBatch` per writer shard.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyais.exceptions import AISBaseException
+from pyais.messages import AISSentence, TagBlock
+
+from breakwater import accounting as acc
+from breakwater.framing import LineBatch
+from breakwater.normalize import ROW_BUILDERS, mmsi_is_valid, other_row
+from breakwater.reports import (
+    KIND_POSITION,
+    KIND_STATIC,
+    TIME_FROM_INGEST,
+    TIME_FROM_TAG_BLOCK,
+    TIME_FROM_TRAILER,
+    ReportBatch,
+)
+
+# A receive time before 1990 or after 2100 is a corrupt field, not a time.
+_MIN_EPOCH_S, _MAX_EPOCH_S = 631_152_000, 4_102_444_800
+
+
+@dataclass(slots=True)
+class DecodedBatch:
+    """What a decode task returns: counts for the summary and one report batch per shard."""
+
+    counts: Counter[str]
+    shards: list[ReportBatch]
+    rejected_examples: dict[str, bytes] = field(default_factory=dict)
+
+
+def epoch_ms(text: bytes | str) -> int | None:
+    """A Unix time in seconds or milliseconds (told apart by size) as milliseconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    if value > _MAX_EPOCH_S:  # milliseconds
+        value /= 1000.0
+    if not _MIN_EPOCH_S <= value <= _MAX_EPOCH_S:
+        return None
+    return int(round(value * 1000))
+
+
+@dataclass(frozen=True, slots=True)
+class TagInfo:
+    """What Breakwater uses of a tag block. `parsed` is False when it has no checksum field at
+    all (a broken block); `checksum_ok` is False when the checksum does not match."""
+
+    parsed: bool
+    checksum_ok: bool
+    received_ms: int | None
+    station: str | None
+
+
+def parse_tag_block(raw: bytes) -> TagInfo:
+    """Receive time (`c:`) and station (`s:`) of an NMEA 4.10 tag block (between the slashes)."""
+    tag = TagBlock(raw)
+    tag.init()
+    if b"*" not in raw or raw.count(b"*") > 1:
+        return TagInfo(False, False, None, None)
+    stamp = tag.receiver_timestamp
+    return TagInfo(True, tag.is_valid, epoch_ms(stamp) if stamp else None, tag.source_station)
+
+
+class _Sentence:
+    """One line split into tag block, NMEA sentence and AMSA-style trailing receive time."""
+
+    __slots__ = ("nmea", "tag", "trailer_ms")
+
+    def __init__(self, line: bytes) -> None:
+        self.tag: bytes | None = None
+        if line[:1] == b"\\":
+            end = line.index(b"\\", 1)
+            self.tag, line = line[1:end], line[end + 1 :]
+        self.trailer_ms: int | None = None
+        star = line.rfind(b"*")
+        if star >= 0 and len(line) > star + 3 and line[star + 3 : star + 4] == b",":
+            self.trailer_ms = epoch_ms(line[star + 4 :])
+            line = line[: star + 3]
+        self.nmea = line
+
+
+class BatchDecoder:
+    """Decodes `LineBatch`es. One per decode task; it caches parsed tag blocks, which
+    repeat from line to line in a feed (the same receive second, the same station)."""
+
+    def __init__(self, n_shards: int, *, strict_tag_blocks: bool = False) -> None:
+        if n_shards < 1:
+            raise ValueError(f"n_shards must be at least 1, got {n_shards}")
+        self.n_shards = n_shards
+        self.strict_tag_blocks = strict_tag_blocks
+        self._tags: dict[bytes, TagInfo] = {}
+
+    def decode(self, batch: LineBatch) -> DecodedBatch:
+        counts: Counter[str] = Counter()
+        examples: dict[str, bytes] = {}
+        shards = [ReportBatch(batch.source, batch.read_ms) for _ in range(self.n_shards)]
+        for message in batch.messages:
+            lines = message.split(b"\n")
+            result = self._decode_message(lines, batch.read_ms, counts)
+            if isinstance(result, str):
+                counts[acc.rejected(result)] += len(lines)
+                examples.setdefault(result, message[:200])
+                continue
+            counts[acc.LINES_DECODED] += len(lines)
+            counts[acc.MESSAGES_DECODED] += 1
+            for kind, row in result:
+                shard = shards[row[0] % self.n_shards]
+                if kind == KIND_POSITION:
+                    shard.positions.append(row)
+                elif kind == KIND_STATIC:
+                    shard.statics.append(row)
+                else:
+                    shard.others.append(row)
+                counts[acc.reports(kind)] += 1
+        if len(self._tags) > 10_000:
+            self._tags.clear()
+        return DecodedBatch(counts, shards, examples)
+
+    def _tag(self, raw: bytes) -> TagInfo:
+        info = self._tags.get(raw)
+        if info is None:
+            info = self._tags[raw] = parse_tag_block(raw)
+        return info
+
+    def _decode_message(
+        self, lines: list[bytes], read_ms: int, counts: Counter[str]
+    ) -> str | list[tuple[str, Any]]:
+        """Rows for one message, or the reason it is rejected."""
+        received_ms: int | None = None
+        time_source = TIME_FROM_INGEST
+        station: str | None = None
+        sentences: list[AISSentence] = []
+        for line in lines:
+            try:
+                part = _Sentence(line)
+                sentence = AISSentence(part.nmea)
+            except (AISBaseException, ValueError):
+                return acc.REASON_MALFORMED
+            if not sentence.is_valid:
+                return acc.REASON_BAD_CHECKSUM
+            if part.tag is not None:
+                info = self._tag(part.tag)
+                if not info.parsed or (self.strict_tag_blocks and not info.checksum_ok):
+                    return acc.REASON_BAD_TAG_BLOCK
+                if not info.checksum_ok:
+                    # Some networks add the `g:` group field after computing the checksum
+                    # (the Kystverket feed does); the sentence's own checksum still holds.
+                    counts[acc.WARN_TAG_BLOCK_CHECKSUM] += 1
+                if received_ms is None and info.received_ms is not None:
+                    received_ms, time_source = info.received_ms, TIME_FROM_TAG_BLOCK
+                station = station or info.station
+            if received_ms is None and part.trailer_ms is not None:
+                received_ms, time_source = part.trailer_ms, TIME_FROM_TRAILER
+            sentences.append(sentence)
+        if received_ms is None:
+            received_ms = read_ms
+        try:
+            joined = AISSentence.assemble_from_iterable(sentences)
+            decoded = joined.decode()
+            mmsi = decoded.mmsi
+        except (AISBaseException, ValueError, IndexError, TypeError, AttributeError):
+            return acc.REASON_UNDECODABLE
+        if not mmsi_is_valid(mmsi):
+            return acc.REASON_INVALID_MMSI
+        digest = zlib.crc32(joined.payload)
+        builder = ROW_BUILDERS.get(decoded.msg_type)
+        try:
+            if builder is None:
+                nmea = b"\n".join(lines).decode("ascii", "replace")
+                return [other_row(decoded, received_ms, digest, nmea, station, time_source)]
+            return builder(decoded, received_ms, digest, station, time_source)
+        except (AttributeError, TypeError, ValueError):
+            # A payload too short for its type decodes with missing fields.
+            return acc.REASON_UNDECODABLE
+
+
+__all__ = ["BatchDecoder", "DecodedBatch", "TagInfo", "epoch_ms", "parse_tag_block"]

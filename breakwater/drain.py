@@ -1,0 +1,161 @@
+"""One drain of the dead-letter queue: write what is due, through the breakers, paced.
+
+The retry job (`jobs/retry_dlq.py`) and the scheduler actor both run `drain`. For each sink
+with waiting records it takes due records in chunks, writes them as batches through the
+sink's gate, and tells the queue what happened:
+
+- written (or found already there): the records leave the queue, credited to their job;
+- the breaker is open: the rest of the sink's records are parked until the breaker hands out
+  trial permits, without using up attempts;
+- a transient failure: while the breaker still lets calls through, the chunk is halved to
+  find the records that keep failing, so one bad record cannot hold back the others; the
+  failing ones use up an attempt and, after `max_attempts`, move to the dead-letter store;
+- a poison record: straight to the dead-letter store with its reason.
+
+Chunks are grouped by job and source, so each job's conservation numbers stay exact.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from itertools import groupby
+from typing import Protocol
+
+from breakwater.breaker import BreakerState, counts_as_failure
+from breakwater.dead_letters import DeadLetter, Failure
+from breakwater.errors import PoisonRecord, StoreError
+from breakwater.gate import SinkGate, Verdict
+from breakwater.metrics import MetricsBuffer
+from breakwater.reports import ReportBatch
+from breakwater.retry import Pacer, RetryPolicy
+from breakwater.stores.base import Sink
+
+log = logging.getLogger("breakwater.drain")
+
+
+class DrainQueue(Protocol):
+    """What a drain needs of the dead-letter queue (the queue itself, or its actor)."""
+
+    def sinks_waiting(self) -> list[str]: ...
+
+    def due(self, sink: str, limit: int, *, force: bool = False) -> list[DeadLetter]: ...
+
+    def resolve(self, letters: list[DeadLetter], *, written: int, duplicates: int) -> None: ...
+
+    def fail(self, letters: list[DeadLetter], failure: Failure) -> tuple[int, int]: ...
+
+    def park(self, letters: list[DeadLetter], until: float) -> None: ...
+
+
+def batch_of(letters: list[DeadLetter]) -> ReportBatch:
+    """The letters' rows as one batch (all letters of one source)."""
+    batch = ReportBatch(letters[0].source, min(x.read_ms for x in letters))
+    for letter in letters:
+        batch.rows(letter.kind).append(letter.row)
+    return batch
+
+
+class Drain:
+    def __init__(
+        self,
+        queue: DrainQueue,
+        sinks: dict[str, Sink],
+        gates: dict[str, SinkGate],
+        policy: RetryPolicy,
+        *,
+        metrics: MetricsBuffer | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.queue = queue
+        self.sinks = sinks
+        self.gates = gates
+        self.policy = policy
+        self.metrics = metrics or MetricsBuffer()
+        self.clock = clock
+        self.sleep = sleep
+
+    def run(self, *, force: bool = False, only_sink: str | None = None) -> Counter[str]:
+        """Drain what is due (everything with `force`); returns counts by `<sink>.<outcome>`."""
+        report: Counter[str] = Counter()
+        for name in self.queue.sinks_waiting():
+            if only_sink and name != only_sink:
+                continue
+            if name not in self.sinks:
+                log.warning("dead letters for sink %r wait, but this job has no such sink configured", name)
+                continue
+            self._drain_sink(name, force, report)
+        for gate in self.gates.values():
+            gate.flush()
+        return report
+
+    def _drain_sink(self, name: str, force: bool, report: Counter[str]) -> None:
+        pacer = Pacer(self.policy.rate_per_s, sleep=self.sleep)
+        seen: set[int] = set()
+        while True:
+            letters = [x for x in self.queue.due(name, self.policy.chunk_records, force=force) if x.id not in seen]
+            if not letters:
+                return
+            seen.update(x.id for x in letters)
+            letters.sort(key=lambda x: (x.job_id, x.source))
+            groups = [list(g) for _, g in groupby(letters, key=lambda x: (x.job_id, x.source))]
+            for i, group in enumerate(groups):
+                pacer.take(len(group))
+                if not self._retry(name, group, report):
+                    rest = [x for g in groups[i:] for x in g]
+                    self.queue.park(rest, self.gates[name].view.retry_at)
+                    report[f"{name}.parked"] += len(rest)
+                    self.metrics.inc("ais_retries", len(rest), sink=name, outcome="parked")
+                    return
+
+    def _retry(self, name: str, letters: list[DeadLetter], report: Counter[str]) -> bool:
+        """Write `letters`; False when the breaker turned them away (the drain stops)."""
+        pending = [letters]
+        while pending:
+            chunk = pending.pop()
+            decision = self.gates[name].decide()
+            if decision.verdict == Verdict.DIVERT:
+                self.queue.park([x for c in [chunk, *pending] for x in c], decision.view.retry_at)
+                report[f"{name}.parked"] += sum(len(c) for c in [chunk, *pending])
+                return False
+            started = time.perf_counter()
+            try:
+                result = self.sinks[name].write(batch_of(chunk))
+            except StoreError as error:
+                self.gates[name].record(
+                    decision, ok=not counts_as_failure(error), duration_s=time.perf_counter() - started,
+                    error=f"{type(error).__name__}: {error}",
+                )
+                if len(chunk) > 1 and self._worth_halving(name, error):
+                    middle = len(chunk) // 2
+                    pending.extend([chunk[:middle], chunk[middle:]])
+                    continue
+                self._failed(name, chunk, error, decision.view.state, report)
+                continue
+            self.gates[name].record(decision, ok=True, duration_s=time.perf_counter() - started)
+            self.queue.resolve(chunk, written=result.written, duplicates=result.duplicates)
+            report[f"{name}.written"] += result.written
+            report[f"{name}.duplicates"] += result.duplicates
+            self.metrics.inc("ais_retries", result.written, sink=name, outcome="written")
+            self.metrics.inc("ais_retries", result.duplicates, sink=name, outcome="duplicates")
+        return True
+
+    def _worth_halving(self, name: str, error: StoreError) -> bool:
+        """Halve a failed chunk to find its bad records while the sink itself looks healthy."""
+        return isinstance(error, PoisonRecord) or self.gates[name].view.state == BreakerState.CLOSED
+
+    def _failed(
+        self, name: str, chunk: list[DeadLetter], error: StoreError, state: BreakerState, report: Counter[str]
+    ) -> None:
+        failure = Failure(type(error).__name__, str(error), state.name, self.clock(), error.transient)
+        waiting, dead = self.queue.fail(chunk, failure)
+        report[f"{name}.failed"] += waiting
+        report[f"{name}.dead"] += dead
+        self.metrics.inc("ais_retries", waiting, sink=name, outcome="failed")
+        self.metrics.inc("ais_retries", dead, sink=name, outcome="dead")
+        self.metrics.inc("ais_dead_lettered", dead, sink=name)
+        if dead:
+            log.warning("%d %s records moved to the dead-letter store: %s", dead, name, error)

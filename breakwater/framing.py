@@ -1,0 +1,205 @@
+"""Framing: from raw lines to batches of complete AIS messages.
+
+The reader runs in one process per source, ahead of the decode tasks, so it does only what
+must be done in order: it splits off tag blocks, tells AIS sentences from everything else,
+joins the fragments of multi-sentence messages (also when they fall in different batches,
+and when several channels interleave), and cuts batches by size or by time. Checksums,
+receive times and the AIS payload are left to the decode tasks, which run in parallel.
+
+Every line ends in exactly one place: a message in a batch, a counted rejection, or the
+fragments still waiting for their group. `Reader.pending_lines` is that last number.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from breakwater import accounting as acc
+
+AIS_SENTENCE_TYPES = (b"VDM", b"VDO")
+
+
+@dataclass(slots=True)
+class LineBatch:
+    """Complete messages from one source, ready for a decode task.
+
+    Each message is the raw text of its sentences, tag blocks included, joined by b"\\n" in
+    fragment order. `read_ms` is when the batch was cut: the receive time of any message
+    that carries none of its own, and the start of the end-to-end latency.
+    """
+
+    source: str
+    seq: int
+    read_ms: int
+    messages: list[bytes] = field(default_factory=list)
+    line_count: int = 0
+
+
+@dataclass(slots=True)
+class _Group:
+    """Fragments of one multi-sentence message seen so far."""
+
+    frag_cnt: int
+    lines: list[bytes]
+    first_line_no: int
+    started_s: float
+
+
+def _sentence_start(line: bytes) -> int:
+    """Index where the NMEA sentence starts, after an optional tag block; -1 if malformed."""
+    if line[:1] != b"\\":
+        return 0
+    end = line.find(b"\\", 1)
+    return -1 if end < 0 else end + 1
+
+
+class Reader:
+    """Frames lines of one source into `LineBatch`es.
+
+    Feed it lines with `feed`; it returns a batch whenever `max_lines` lines are ready. Call
+    `tick` on a live feed to cut a batch after `flush_interval_s` even when it is small, and
+    `close` at the end of the source: fragments whose group never completed are then
+    rejected as orphans.
+
+    A group that waits longer than `fragment_timeout_lines` lines or `fragment_timeout_s`
+    seconds is rejected as an orphan too, so a feed that drops fragments cannot grow memory.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        *,
+        max_lines: int = 5000,
+        flush_interval_s: float = 0.5,
+        fragment_timeout_lines: int = 1000,
+        fragment_timeout_s: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.source = source
+        self.max_lines = max_lines
+        self.flush_interval_s = flush_interval_s
+        self.fragment_timeout_lines = fragment_timeout_lines
+        self.fragment_timeout_s = fragment_timeout_s
+        self.clock = clock
+        self.counts: Counter[str] = Counter()
+        self.rejected_examples: dict[str, bytes] = {}
+        self._groups: dict[tuple[bytes, bytes, int], _Group] = {}
+        self._line_no = 0
+        self._seq = 0
+        self._batch = self._new_batch()
+
+    @property
+    def pending_lines(self) -> int:
+        """Lines held as fragments of groups that are not complete yet."""
+        return sum(len(g.lines) for g in self._groups.values())
+
+    def _new_batch(self) -> LineBatch:
+        self._batch_started_s = self.clock()
+        return LineBatch(self.source, self._seq, 0)
+
+    def _reject(self, reason: str, line: bytes, n_lines: int = 1) -> None:
+        self.counts[acc.rejected(reason)] += n_lines
+        self.rejected_examples.setdefault(reason, line[:200])
+
+    def _emit(self, message: bytes, n_lines: int) -> LineBatch | None:
+        batch = self._batch
+        batch.messages.append(message)
+        batch.line_count += n_lines
+        if batch.line_count >= self.max_lines:
+            return self._cut()
+        return None
+
+    def _cut(self) -> LineBatch | None:
+        batch = self._batch
+        if not batch.messages:
+            self._batch_started_s = self.clock()
+            return None
+        batch.read_ms = int(self.clock() * 1000)
+        self.counts[acc.LINES_FORWARDED] += batch.line_count
+        self._seq += 1
+        self._batch = self._new_batch()
+        return batch
+
+    def feed(self, raw: bytes) -> LineBatch | None:
+        """Take one line (with or without its line ending); return a batch when one is full."""
+        self._line_no += 1
+        self.counts[acc.LINES_READ] += 1
+        line = raw.strip()
+        if not line:
+            self._reject(acc.REASON_EMPTY, line)
+            return None
+        start = _sentence_start(line)
+        if start < 0:
+            self._reject(acc.REASON_MALFORMED, line)
+            return None
+        head = line[start : start + 6]
+        if head[3:6] not in AIS_SENTENCE_TYPES or head[:1] != b"!":
+            reason = acc.REASON_NOT_AIS if head[:1] in (b"$", b"!") else acc.REASON_MALFORMED
+            self._reject(reason, line)
+            return None
+        fields = line[start:].split(b",", 5)
+        if len(fields) < 6:
+            self._reject(acc.REASON_MALFORMED, line)
+            return None
+        if fields[1] == b"1":
+            return self._emit(line, 1)
+        return self._fragment(line, fields)
+
+    def _fragment(self, line: bytes, fields: list[bytes]) -> LineBatch | None:
+        try:
+            frag_cnt, frag_num = int(fields[1]), int(fields[2])
+        except ValueError:
+            self._reject(acc.REASON_MALFORMED, line)
+            return None
+        if not 1 <= frag_num <= frag_cnt <= 9:
+            self._reject(acc.REASON_MALFORMED, line)
+            return None
+        # Sequence id and channel tell interleaved groups apart; talker and type keep
+        # an own-ship VDO group apart from a VDM group with the same id.
+        key = (fields[0][-5:], fields[3] + b"," + fields[4], frag_cnt)
+        group = self._groups.get(key)
+        if frag_num == 1:
+            if group is not None:  # a new group started before the old one completed
+                self._reject(acc.REASON_ORPHAN_FRAGMENT, group.lines[0], len(group.lines))
+            self._groups[key] = _Group(frag_cnt, [line], self._line_no, self.clock())
+            self._expire_groups()
+            return None
+        if group is None or len(group.lines) != frag_num - 1:
+            self._reject(acc.REASON_ORPHAN_FRAGMENT, line)
+            return None
+        group.lines.append(line)
+        if frag_num < frag_cnt:
+            return None
+        del self._groups[key]
+        return self._emit(b"\n".join(group.lines), frag_cnt)
+
+    def _expire_groups(self) -> None:
+        if not self._groups:
+            return
+        oldest_line = self._line_no - self.fragment_timeout_lines
+        oldest_s = self.clock() - self.fragment_timeout_s
+        for key, group in list(self._groups.items()):
+            if group.first_line_no < oldest_line or group.started_s < oldest_s:
+                self._reject(acc.REASON_ORPHAN_FRAGMENT, group.lines[0], len(group.lines))
+                del self._groups[key]
+
+    def tick(self) -> LineBatch | None:
+        """On a live feed: cut the batch if it has waited `flush_interval_s`."""
+        self._expire_groups()
+        if self.clock() - self._batch_started_s >= self.flush_interval_s:
+            return self._cut()
+        return None
+
+    def flush(self) -> LineBatch | None:
+        """Cut whatever is in the current batch, however small."""
+        return self._cut()
+
+    def close(self) -> LineBatch | None:
+        """End of source: incomplete groups become orphans; the last batch is returned."""
+        for group in self._groups.values():
+            self._reject(acc.REASON_ORPHAN_FRAGMENT, group.lines[0], len(group.lines))
+        self._groups.clear()
+        return self._cut()

@@ -1,0 +1,108 @@
+"""The journal: one local SQLite file (WAL) for everything that must outlive a process.
+
+It holds the dead-letter queue, the retry outcomes credited to each job, and snapshots of
+the breakers' states and the metric totals, so a restarted actor picks up where the old one
+stopped. It lives on local disk, on the head node by default, and depends on none of the
+stores Breakwater protects.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sink TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    record_key TEXT NOT NULL,
+    row TEXT NOT NULL,
+    source TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    batch_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    history TEXT NOT NULL,
+    last_error TEXT NOT NULL,
+    first_failed_at REAL NOT NULL,
+    last_failed_at REAL NOT NULL,
+    next_retry_at REAL NOT NULL,
+    dead_at REAL,
+    dead_reason TEXT,
+    read_ms INTEGER NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    UNIQUE (sink, kind, record_key)
+);
+CREATE INDEX IF NOT EXISTS dead_letters_due ON dead_letters (status, sink, next_retry_at);
+CREATE INDEX IF NOT EXISTS dead_letters_job ON dead_letters (job_id, sink, status);
+CREATE TABLE IF NOT EXISTS retry_outcomes (
+    job_id TEXT NOT NULL,
+    sink TEXT NOT NULL,
+    written INTEGER NOT NULL DEFAULT 0,
+    duplicates INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, sink)
+);
+CREATE TABLE IF NOT EXISTS snapshots (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    snapshot TEXT NOT NULL,
+    saved_at REAL NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+"""
+
+
+def open_journal(path: Path) -> sqlite3.Connection:
+    """The journal's connection: WAL, synchronous=NORMAL (a committed write survives a crash
+    of the process; a power loss may lose the last few), waits up to a minute for another
+    process that holds the write lock."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.executescript(SCHEMA)
+    return conn
+
+
+class Transaction:
+    """BEGIN IMMEDIATE ... COMMIT: takes the write lock up front, so two processes sharing
+    the journal wait for each other instead of failing with "database is locked"."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+class Snapshots:
+    """Named JSON snapshots (a breaker's state, the metric totals) in the journal."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = open_journal(path)
+
+    def save(self, kind: str, name: str, snapshot: dict[str, Any]) -> None:
+        with Transaction(self.db):
+            self.db.execute(
+                "INSERT INTO snapshots (kind, name, snapshot, saved_at) VALUES (?,?,?,?) "
+                "ON CONFLICT (kind, name) DO UPDATE SET snapshot=excluded.snapshot, "
+                "saved_at=excluded.saved_at",
+                (kind, name, json.dumps(snapshot), time.time()),
+            )
+
+    def load(self, kind: str, name: str) -> dict[str, Any] | None:
+        row = self.db.execute(
+            "SELECT snapshot FROM snapshots WHERE kind=? AND name=?", (kind, name)
+        ).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def close(self) -> None:
+        self.db.close()

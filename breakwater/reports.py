@@ -1,0 +1,134 @@
+"""The hot-path form of normalized reports: plain tuples in batches.
+
+A report crosses two Ray boundaries (decode task -> writer actor -> store) and there are
+thousands per second, so on the hot path it is a plain tuple whose columns are named by the
+`*_FIELDS` constants below; tuples pickle about ten times faster than dicts or pydantic
+models. `breakwater.models` holds the pydantic model of each kind with the same field names,
+for the client API and for tests (`PositionReport.from_row`).
+
+Times are integers in milliseconds since the Unix epoch (UTC) until a store turns them into
+timestamps: integers compare exactly, which the idempotence keys need.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# How a report's receive time was found, from best to worst.
+TIME_FROM_TAG_BLOCK = "tag_block"  # NMEA 4.10 tag block `c:` field
+TIME_FROM_TRAILER = "trailer"  # AMSA style `,<epoch>` after the checksum
+TIME_FROM_INGEST = "ingest"  # neither: the time the line was read
+
+POSITION_FIELDS = (
+    "mmsi",
+    "received_ms",
+    "digest",
+    "msg_type",
+    "lat",
+    "lon",
+    "sog_kn",
+    "cog_deg",
+    "heading_deg",
+    "nav_status",
+    "rot_deg_min",
+    "station",
+    "time_source",
+)
+STATIC_FIELDS = (
+    "mmsi",
+    "received_ms",
+    "digest",
+    "msg_type",
+    "imo",
+    "callsign",
+    "name",
+    "ship_type",
+    "to_bow_m",
+    "to_stern_m",
+    "to_port_m",
+    "to_starboard_m",
+    "eta",
+    "draught_m",
+    "destination",
+    "station",
+    "time_source",
+)
+OTHER_FIELDS = (
+    "mmsi",
+    "received_ms",
+    "digest",
+    "msg_type",
+    "nmea",
+    "station",
+    "time_source",
+)
+
+# Column positions shared by every kind of row.
+MMSI, RECEIVED_MS, DIGEST, MSG_TYPE = 0, 1, 2, 3
+# Position columns used by the stores.
+P_LAT, P_LON = 4, 5
+
+PositionRow = tuple[Any, ...]
+StaticRow = tuple[Any, ...]
+OtherRow = tuple[Any, ...]
+
+POSITION_TYPES = frozenset({1, 2, 3, 18, 19, 27})
+STATIC_TYPES = frozenset({5, 19, 24})  # type 19 carries both a position and static data
+
+KIND_POSITION = "position"
+KIND_STATIC = "static"
+KIND_OTHER = "other"
+KINDS = (KIND_POSITION, KIND_STATIC, KIND_OTHER)
+
+
+def row_key(row: tuple[Any, ...]) -> tuple[int, int, int]:
+    """The identity of a report: the same message received at the same time is one report."""
+    return (row[MMSI], row[RECEIVED_MS], row[DIGEST])
+
+
+def is_newer(candidate: tuple[Any, ...], current: tuple[Any, ...]) -> bool:
+    """Newer-wins order for latest state: receive time first, then the digest.
+
+    The digest breaks ties between different reports received in the same millisecond, so
+    every writer and every retry picks the same winner whatever order they arrive in.
+    """
+    return (candidate[RECEIVED_MS], candidate[DIGEST]) > (current[RECEIVED_MS], current[DIGEST])
+
+
+@dataclass(slots=True)
+class ReportBatch:
+    """Normalized reports of one shard of one input batch, ready for the writers.
+
+    `read_ms` is when the reader cut the batch: the start of the end-to-end latency that the
+    writers measure.
+    """
+
+    source: str
+    read_ms: int
+    positions: list[PositionRow] = field(default_factory=list)
+    statics: list[StaticRow] = field(default_factory=list)
+    others: list[OtherRow] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.positions) + len(self.statics) + len(self.others)
+
+    def rows(self, kind: str) -> list[tuple[Any, ...]]:
+        if kind == KIND_POSITION:
+            return self.positions
+        if kind == KIND_STATIC:
+            return self.statics
+        return self.others
+
+    def counts(self) -> dict[str, int]:
+        return {kind: len(self.rows(kind)) for kind in KINDS}
+
+
+def newest_per_vessel(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Keep each MMSI's newest row: what a latest-state store needs from a batch."""
+    newest: dict[int, tuple[Any, ...]] = {}
+    for row in rows:
+        current = newest.get(row[MMSI])
+        if current is None or is_newer(row, current):
+            newest[row[MMSI]] = row
+    return list(newest.values())

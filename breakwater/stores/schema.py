@@ -1,0 +1,200 @@
+"""The SQL schema, the same on SQLite and PostgreSQL, and its versioned upgrades.
+
+History tables (`positions`, `static_reports`, `other_messages`) keep every report once:
+their primary key is the report's identity (MMSI, receive time, payload digest), so writing a
+batch twice adds nothing. `latest_positions` and `vessels` are derived from them by upserts
+that never move back in time. The primary key of `positions` leads with (mmsi, received_at),
+which is the index track queries need.
+
+The program creates and upgrades the schema on start (`migrate`): `breakwater_schema` holds
+the version, and each step in `MIGRATIONS` upgrades one version in place without losing rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    Table,
+    Text,
+    TypeDecorator,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import TIMESTAMP
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeEngine
+
+log = logging.getLogger("breakwater.schema")
+
+LATEST_VERSION = 2
+
+
+class UtcTimestamp(TypeDecorator[datetime]):
+    """An aware UTC datetime in Python; `timestamptz` on PostgreSQL, integer milliseconds
+    since the epoch on SQLite (which has no time type that keeps zones or sorts as numbers).
+
+    Binds also accept integer milliseconds, the form reports have on the hot path."""
+
+    impl = BigInteger
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(TIMESTAMP(timezone=True))
+        return dialect.type_descriptor(BigInteger())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, int):
+            value = datetime.fromtimestamp(value / 1000, UTC)
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: give times in UTC with tzinfo")
+        if dialect.name == "postgresql":
+            return value
+        return round(value.timestamp() * 1000)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None or isinstance(value, datetime):
+            return value
+        return datetime.fromtimestamp(value / 1000, UTC)
+
+
+def _report_columns() -> list[Column[Any]]:
+    return [
+        Column("mmsi", BigInteger, primary_key=True),
+        Column("received_at", UtcTimestamp, primary_key=True),
+        Column("digest", BigInteger, primary_key=True),
+        Column("msg_type", SmallInteger, nullable=False),
+    ]
+
+
+def _provenance() -> list[Column[Any]]:
+    return [Column("station", Text), Column("time_source", Text), Column("source", Text)]
+
+
+def _position_values() -> list[Column[Any]]:
+    return [
+        Column("lat", Float),
+        Column("lon", Float),
+        Column("sog_kn", Float),
+        Column("cog_deg", Float),
+        Column("heading_deg", SmallInteger),
+        Column("nav_status", SmallInteger),
+        Column("rot_deg_min", Float),
+    ]
+
+
+def _static_values() -> list[Column[Any]]:
+    return [
+        Column("imo", BigInteger),
+        Column("callsign", Text),
+        Column("name", Text),
+        Column("ship_type", SmallInteger),
+        Column("to_bow_m", SmallInteger),
+        Column("to_stern_m", SmallInteger),
+        Column("to_port_m", SmallInteger),
+        Column("to_starboard_m", SmallInteger),
+        Column("eta", Text),
+        Column("draught_m", Float),
+        Column("destination", Text),
+    ]
+
+
+def define_tables(metadata: MetaData, version: int) -> dict[str, Table]:
+    """The tables as they are at `version`: the current ones, or an old one for upgrades."""
+    no_rowid = {"sqlite_with_rowid": False}
+    tables = [
+        Table("positions", metadata, *_report_columns(), *_position_values(), *_provenance(), **no_rowid),
+        Table("static_reports", metadata, *_report_columns(), *_static_values(), *_provenance(), **no_rowid),
+        Table(
+            "other_messages", metadata, *_report_columns(), Column("nmea", Text, nullable=False),
+            *_provenance(), **no_rowid,
+        ),
+        Table(
+            "latest_positions", metadata,
+            Column("mmsi", BigInteger, primary_key=True),
+            Column("received_at", UtcTimestamp, nullable=False),
+            Column("digest", BigInteger, nullable=False),
+            Column("msg_type", SmallInteger, nullable=False),
+            *_position_values(), *_provenance(),
+        ),
+        Table(
+            "vessels", metadata,
+            Column("mmsi", BigInteger, primary_key=True),
+            *_static_values(),
+            Column("static_received_at", UtcTimestamp),
+            *([Column("deleted_at", UtcTimestamp)] if version >= 2 else []),
+        ),
+        Table("breakwater_schema", metadata, Column("version", Integer, nullable=False)),
+    ]
+    if version >= 2:
+        Index("latest_positions_lat_lon", tables[3].c.lat, tables[3].c.lon)
+    return {t.name: t for t in tables}
+
+
+METADATA = MetaData()
+TABLES = define_tables(METADATA, LATEST_VERSION)
+positions = TABLES["positions"]
+static_reports = TABLES["static_reports"]
+other_messages = TABLES["other_messages"]
+latest_positions = TABLES["latest_positions"]
+vessels = TABLES["vessels"]
+schema_version = TABLES["breakwater_schema"]
+
+
+def _to_v1(conn: Connection) -> None:
+    define_tables(md := MetaData(), 1)
+    md.create_all(conn)
+
+
+def _to_v2(conn: Connection) -> None:
+    """Soft delete of vessels, and an index for box queries on the latest positions."""
+    column_type = UtcTimestamp().dialect_impl(conn.dialect).compile(dialect=conn.dialect)
+    conn.execute(text(f"ALTER TABLE vessels ADD COLUMN deleted_at {column_type}"))
+    conn.execute(text("CREATE INDEX latest_positions_lat_lon ON latest_positions (lat, lon)"))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_to_v1, _to_v2]
+
+
+def current_version(conn: Connection) -> int:
+    if not conn.dialect.has_table(conn, "breakwater_schema"):
+        return 0
+    version = conn.execute(select(schema_version.c.version)).scalar()
+    return int(version or 0)
+
+
+def migrate(engine: Engine, target: int = LATEST_VERSION) -> tuple[int, int]:
+    """Bring the database to `target`, one version at a time; returns (before, after).
+
+    On PostgreSQL an advisory lock keeps two starting jobs from upgrading at once; SQLite's
+    write lock (BEGIN IMMEDIATE) does the same there."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(74657)"))
+        before = current_version(conn)
+        if before > LATEST_VERSION:
+            raise RuntimeError(
+                f"the database has schema version {before}, newer than this Breakwater "
+                f"({LATEST_VERSION}): upgrade Breakwater"
+            )
+        for version in range(before, target):
+            MIGRATIONS[version](conn)
+            conn.execute(schema_version.delete())
+            conn.execute(schema_version.insert().values(version=version + 1))
+            log.info("database schema upgraded to version %d", version + 1)
+    return before, max(before, target)

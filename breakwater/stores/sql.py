@@ -1,0 +1,250 @@
+"""The `db` sink: position history, static reports, other messages, vessels and latest state
+in one SQL transaction per batch.
+
+History rows go in with insert-or-ignore on their identity key, so a batch written twice
+adds nothing; `written` counts the history rows that were new. `vessels` and
+`latest_positions` are derived in the same transaction by upserts that only move forward in
+time. On PostgreSQL the rows travel by COPY into per-connection staging tables and move on
+with INSERT ... SELECT ... ON CONFLICT DO NOTHING; the newest position per vessel is chosen
+there too (DISTINCT ON), so a batch costs a handful of round trips whatever its size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, case, event, func, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from breakwater.errors import PoisonRecord, StoreError, StoreUnavailable
+from breakwater.reports import (
+    KIND_OTHER,
+    KIND_POSITION,
+    KIND_STATIC,
+    OTHER_FIELDS,
+    POSITION_FIELDS,
+    STATIC_FIELDS,
+    ReportBatch,
+    newest_per_vessel,
+)
+from breakwater.stores import schema
+from breakwater.stores.base import SINK_DB, WriteResult
+from breakwater.stores.engine import make_engine
+
+# SQLSTATE classes that mean "the data", not "the server": the record is poison.
+_POISON_SQLSTATE_CLASSES = ("22", "23", "42")
+
+_HISTORY = {
+    KIND_POSITION: (schema.positions, POSITION_FIELDS),
+    KIND_STATIC: (schema.static_reports, STATIC_FIELDS),
+    KIND_OTHER: (schema.other_messages, OTHER_FIELDS),
+}
+_STATIC_VALUES = STATIC_FIELDS[4:15]  # imo .. destination
+
+
+def _db_column(field: str) -> str:
+    return "received_at" if field == "received_ms" else field
+
+
+def classify_sql_error(sink: str, error: BaseException) -> StoreError:
+    """Tell a store that is down (retry later) from data it refuses (a poison record)."""
+    message = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+    if isinstance(error, DBAPIError):
+        sqlstate = getattr(error.orig, "sqlstate", None)
+        if sqlstate and sqlstate[:2] in _POISON_SQLSTATE_CLASSES:
+            return PoisonRecord(sink, f"{type(error.orig).__name__} [{sqlstate}]: {message}")
+        if sqlstate is None and type(error).__name__ in ("IntegrityError", "DataError"):
+            return PoisonRecord(sink, message)
+    if isinstance(error, PoolTimeout):
+        return StoreUnavailable(sink, f"no connection within the timeout: {message}")
+    return StoreUnavailable(sink, message)
+
+
+class SqlSink:
+    """History and vessel data in SQLite or PostgreSQL."""
+
+    name = SINK_DB
+    kinds = frozenset({KIND_POSITION, KIND_STATIC, KIND_OTHER})
+
+    def __init__(self, url: str, *, timeout_s: float = 10.0, engine: Engine | None = None) -> None:
+        self.engine = engine or make_engine(url, timeout_s=timeout_s)
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+        self._insert = postgresql.insert if self.is_postgres else sqlite.insert
+        self._sqlite_sql = {kind: self._sqlite_insert_sql(table, fields) for kind, (table, fields) in _HISTORY.items()}
+        if self.is_postgres:
+            event.listen(self.engine, "connect", _create_staging_tables)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def write(self, batch: ReportBatch) -> WriteResult:
+        try:
+            with self.engine.begin() as conn:
+                if self.is_postgres:
+                    result = self._write_postgres(conn, batch)
+                else:
+                    result = self._write_sqlite(conn, batch)
+                self._upsert_vessels(conn, batch.statics, batch.source)
+            return result
+        except (SQLAlchemyError, OSError) as e:
+            raise classify_sql_error(self.name, e) from e
+
+    # -- SQLite: executemany with plain tuples ------------------------------------------------
+
+    def _sqlite_insert_sql(self, table: Table, fields: Sequence[str]) -> str:
+        columns = [_db_column(f) for f in fields] + ["source"]
+        marks = ",".join("?" * len(columns))
+        return f"INSERT INTO {table.name} ({','.join(columns)}) VALUES ({marks}) ON CONFLICT DO NOTHING"
+
+    def _write_sqlite(self, conn: Connection, batch: ReportBatch) -> WriteResult:
+        written = total = 0
+        source = (batch.source,)
+        for kind in _HISTORY:
+            rows = batch.rows(kind)
+            if not rows:
+                continue
+            result = conn.exec_driver_sql(self._sqlite_sql[kind], [row + source for row in rows])
+            written += max(result.rowcount, 0)
+            total += len(rows)
+        if batch.positions:
+            self._upsert_latest(conn, newest_per_vessel(batch.positions), batch.source)
+        return WriteResult(written, total - written)
+
+    def _upsert_latest(self, conn: Connection, rows: list[tuple[Any, ...]], source: str) -> None:
+        latest = schema.latest_positions
+        stmt = self._insert(latest)
+        fields = [f for f in POSITION_FIELDS if f in latest.c or f == "received_ms"]
+        update = {c: stmt.excluded[c] for c in latest.c.keys() if c != "mmsi"}
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[latest.c.mmsi],
+            set_=update,
+            where=tuple_(stmt.excluded.received_at, stmt.excluded.digest)
+            > tuple_(latest.c.received_at, latest.c.digest),
+        )
+        index = [POSITION_FIELDS.index(f) for f in fields]
+        params = []
+        for row in rows:
+            values = {_db_column(f): row[i] for f, i in zip(fields, index, strict=True)}
+            values["source"] = source
+            params.append(values)
+        conn.execute(stmt, params)
+
+    # -- PostgreSQL: COPY into staging, then set-based statements -------------------------------
+
+    def _write_postgres(self, conn: Connection, batch: ReportBatch) -> WriteResult:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        written = total = 0
+        source = (batch.source,)
+        with raw.cursor() as cur:
+            for kind, (table, fields) in _HISTORY.items():
+                rows = batch.rows(kind)
+                if not rows:
+                    continue
+                staging = f"staging_{table.name}"
+                names = [*fields, "source"]
+                with cur.copy(f"COPY {staging} ({','.join(names)}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row + source)
+                select_list = ",".join(
+                    "to_timestamp(received_ms / 1000.0)" if f == "received_ms" else f for f in names
+                )
+                columns = ",".join(_db_column(f) for f in names)
+                cur.execute(
+                    f"INSERT INTO {table.name} ({columns}) SELECT {select_list} FROM {staging} "
+                    "ON CONFLICT DO NOTHING"
+                )
+                written += max(cur.rowcount, 0)
+                total += len(rows)
+            if batch.positions:
+                cur.execute(_PG_LATEST_FROM_STAGING)
+        return WriteResult(written, total - written)
+
+    # -- vessels: newest value per field ------------------------------------------------------
+
+    def _upsert_vessels(self, conn: Connection, statics: list[tuple[Any, ...]], source: str) -> None:
+        """Static data merges field by field: a report sets the fields it carries when it is at
+        least as new as what the vessel has; an older report only fills fields still empty."""
+        if not statics:
+            return
+        vessels = schema.vessels
+        merged = merge_statics(statics)
+        stmt = self._insert(vessels)
+        newer = (vessels.c.static_received_at.is_(None)) | (
+            stmt.excluded.static_received_at >= vessels.c.static_received_at
+        )
+        update: dict[str, Any] = {
+            f: case(
+                (stmt.excluded[f].is_not(None) & newer, stmt.excluded[f]),
+                else_=func.coalesce(vessels.c[f], stmt.excluded[f]),
+            )
+            for f in _STATIC_VALUES
+        }
+        update["static_received_at"] = case(
+            (newer, stmt.excluded.static_received_at), else_=vessels.c.static_received_at
+        )
+        stmt = stmt.on_conflict_do_update(index_elements=[vessels.c.mmsi], set_=update)
+        conn.execute(stmt, merged)
+
+
+def merge_statics(statics: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """Fold a batch's static rows into one row per vessel, newest non-empty value per field."""
+    by_mmsi: dict[int, dict[str, Any]] = {}
+    offset = STATIC_FIELDS.index("imo")
+    for row in sorted(statics, key=lambda r: (r[1], r[2])):
+        vessel = by_mmsi.setdefault(row[0], {"mmsi": row[0]})
+        for i, f in enumerate(_STATIC_VALUES, start=offset):
+            if row[i] is not None:
+                vessel[f] = row[i]
+        vessel["static_received_at"] = row[1]
+    for vessel in by_mmsi.values():
+        for f in _STATIC_VALUES:
+            vessel.setdefault(f, None)
+    return list(by_mmsi.values())
+
+
+_PG_LATEST_FROM_STAGING = """
+INSERT INTO latest_positions (mmsi, received_at, digest, msg_type, lat, lon, sog_kn, cog_deg,
+    heading_deg, nav_status, rot_deg_min, station, time_source, source)
+SELECT DISTINCT ON (mmsi) mmsi, to_timestamp(received_ms / 1000.0), digest, msg_type, lat, lon,
+    sog_kn, cog_deg, heading_deg, nav_status, rot_deg_min, station, time_source, source
+FROM staging_positions ORDER BY mmsi, received_ms DESC, digest DESC
+ON CONFLICT (mmsi) DO UPDATE SET
+    received_at = excluded.received_at, digest = excluded.digest, msg_type = excluded.msg_type,
+    lat = excluded.lat, lon = excluded.lon, sog_kn = excluded.sog_kn, cog_deg = excluded.cog_deg,
+    heading_deg = excluded.heading_deg, nav_status = excluded.nav_status,
+    rot_deg_min = excluded.rot_deg_min, station = excluded.station,
+    time_source = excluded.time_source, source = excluded.source
+WHERE (excluded.received_at, excluded.digest) > (latest_positions.received_at, latest_positions.digest)
+"""
+
+
+def _staging_ddl() -> list[str]:
+    types = {
+        "mmsi": "bigint", "received_ms": "bigint", "digest": "bigint", "msg_type": "smallint",
+        "lat": "float8", "lon": "float8", "sog_kn": "float8", "cog_deg": "float8",
+        "heading_deg": "smallint", "nav_status": "smallint", "rot_deg_min": "float8",
+        "imo": "bigint", "ship_type": "smallint", "to_bow_m": "smallint", "to_stern_m": "smallint",
+        "to_port_m": "smallint", "to_starboard_m": "smallint", "draught_m": "float8",
+    }
+    statements = []
+    for table, fields in _HISTORY.values():
+        columns = ", ".join(f"{f} {types.get(f, 'text')}" for f in [*fields, "source"])
+        statements.append(
+            f"CREATE TEMP TABLE IF NOT EXISTS staging_{table.name} ({columns}) ON COMMIT DELETE ROWS"
+        )
+    return statements
+
+
+_STAGING_DDL = _staging_ddl()
+
+
+def _create_staging_tables(dbapi_connection: Any, _record: Any) -> None:
+    """Each pooled connection gets its own staging tables once; rows vanish at commit."""
+    with dbapi_connection.cursor() as cur:
+        for statement in _STAGING_DDL:
+            cur.execute(statement)
+    dbapi_connection.commit()

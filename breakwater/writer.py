@@ -1,0 +1,223 @@
+"""The persistence logic of one shard: every sink through its breaker, failures to the DLQ.
+
+A `ShardWriter` is what a persistence actor runs (`actors/writer.py` gives it an address).
+All reports of one MMSI come to the same writer, which keeps per-vessel order. For each
+sink it asks the sink's gate what to do:
+
+- call the sink; on a transient failure the whole batch goes to the dead-letter queue
+  (the sink is probably down); on a poison record the batch is split in halves until the
+  bad rows are found, the good rows are written and the bad ones go straight to the
+  dead-letter store;
+- or divert the batch to the dead-letter queue at once, without touching the sink and
+  without an exception per record, when the breaker is open.
+
+`write` returns the counts the job summary needs, and only after the dead-letter queue
+has journaled what it was given: nothing acknowledged is only in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from breakwater import accounting as acc
+from breakwater.breaker import counts_as_failure
+from breakwater.dead_letters import BREAKER_OPEN_ERROR, EnqueueResult, Failure
+from breakwater.errors import PoisonRecord, StoreError
+from breakwater.gate import SinkGate, Verdict
+from breakwater.metrics import E2E_LATENCY, MetricDelta, MetricsBuffer
+from breakwater.reports import ReportBatch
+from breakwater.stores.base import SINK_DB, SINK_REDIS, Sink, WriteResult
+
+log = logging.getLogger("breakwater.writer")
+
+FAILED_METRIC = {SINK_DB: "ais_messages_failed_db", SINK_REDIS: "ais_messages_failed_redis"}
+
+
+class DeadLetterLink(Protocol):
+    """How a writer reaches the dead-letter queue: the queue itself in-process, or its actor."""
+
+    def enqueue(
+        self,
+        sink: str,
+        rows_by_kind: dict[str, list[tuple[Any, ...]]],
+        *,
+        source: str,
+        job_id: str,
+        batch_id: str,
+        read_ms: int,
+        failure: Failure,
+        next_retry_at: float | None = None,
+    ) -> EnqueueResult: ...
+
+
+@dataclass
+class WriteReport:
+    """What one `write` did: conservation counts (accounting keys) and backpressure."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    dlq_full: bool = False
+
+
+def restrict(batch: ReportBatch, kinds: frozenset[str]) -> ReportBatch:
+    """The part of a batch a sink keeps."""
+    return ReportBatch(
+        batch.source,
+        batch.read_ms,
+        batch.positions if "position" in kinds else [],
+        batch.statics if "static" in kinds else [],
+        batch.others if "other" in kinds else [],
+    )
+
+
+def halves(batch: ReportBatch) -> tuple[ReportBatch, ReportBatch]:
+    rows = [(k, r) for k in ("position", "static", "other") for r in batch.rows(k)]
+    middle = len(rows) // 2
+    parts = []
+    for chunk in (rows[:middle], rows[middle:]):
+        part = ReportBatch(batch.source, batch.read_ms)
+        for kind, row in chunk:
+            part.rows(kind).append(row)
+        parts.append(part)
+    return parts[0], parts[1]
+
+
+def rows_by_kind(batch: ReportBatch) -> dict[str, list[tuple[Any, ...]]]:
+    return {k: v for k, v in (("position", batch.positions), ("static", batch.statics), ("other", batch.others)) if v}
+
+
+class ShardWriter:
+    def __init__(
+        self,
+        sinks: list[Sink],
+        gates: dict[str, SinkGate],
+        dead_letters: DeadLetterLink,
+        *,
+        job_id: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.sinks = sinks
+        self.gates = gates
+        self.dead_letters = dead_letters
+        self.job_id = job_id
+        self.clock = clock
+        self.metrics = MetricsBuffer(clock)
+
+    def close(self) -> None:
+        for gate in self.gates.values():
+            gate.flush()
+        for sink in self.sinks:
+            sink.close()
+
+    def drain_metrics(self) -> MetricDelta:
+        for name, gate in self.gates.items():
+            self.metrics.set("circuit_breaker_state", int(gate.view.state), breaker=name)
+        return self.metrics.drain()
+
+    def write(self, batch: ReportBatch, batch_id: str) -> WriteReport:
+        report = WriteReport()
+        for sink in self.sinks:
+            part = restrict(batch, sink.kinds)
+            if not len(part):
+                continue
+            report.counts[acc.sink(sink.name, "received")] += len(part)
+            self._write_sink(sink, part, batch_id, report)
+        if len(batch):
+            latency = max(0.0, self.clock() - batch.read_ms / 1000)
+            self.metrics.observe(E2E_LATENCY, latency, len(batch))
+            self.metrics.set("ais_last_ingest_timestamp_seconds", self.clock())
+        return report
+
+    def _write_sink(self, sink: Sink, part: ReportBatch, batch_id: str, report: WriteReport) -> None:
+        gate = self.gates[sink.name]
+        decision = gate.decide()
+        if decision.verdict == Verdict.DIVERT:
+            failure = Failure(BREAKER_OPEN_ERROR, "breaker open", decision.view.state.name, self.clock())
+            self._to_dead_letters(sink.name, part, batch_id, failure, report, decision.view.retry_at)
+            return
+        started = time.perf_counter()
+        try:
+            result = sink.write(part)
+        except StoreError as error:
+            duration = time.perf_counter() - started
+            gate.record(decision, ok=not counts_as_failure(error), duration_s=duration, error=_describe(error))
+            failure = Failure(type(error).__name__, str(error), decision.view.state.name, self.clock(), error.transient)
+            if isinstance(error, PoisonRecord):
+                self._isolate_poison(sink, part, batch_id, report, failure)
+            else:
+                log.warning("%s write failed, %d records to the dead-letter queue: %s", sink.name, len(part), error)
+                self._to_dead_letters(sink.name, part, batch_id, failure, report)
+            return
+        duration = time.perf_counter() - started
+        gate.record(decision, ok=True, duration_s=duration)
+        self.metrics.observe("ais_sink_write_seconds", duration, sink=sink.name)
+        self._count(sink.name, result, report)
+
+    def _isolate_poison(
+        self, sink: Sink, part: ReportBatch, batch_id: str, report: WriteReport, failure: Failure
+    ) -> None:
+        """Halve the batch until every poison row is alone; write the rest."""
+        pending = list(halves(part)) if len(part) > 1 else []
+        if not pending:
+            self._to_dead_letters(sink.name, part, batch_id, failure, report)
+            return
+        while pending:
+            piece = pending.pop()
+            if not len(piece):
+                continue
+            try:
+                result = sink.write(piece)
+            except PoisonRecord as error:
+                if len(piece) == 1:
+                    bad = Failure("PoisonRecord", str(error), failure.breaker, self.clock(), False)
+                    self._to_dead_letters(sink.name, piece, batch_id, bad, report)
+                else:
+                    pending.extend(halves(piece))
+                continue
+            except StoreError as error:
+                down = Failure(type(error).__name__, str(error), failure.breaker, self.clock(), True)
+                self._to_dead_letters(sink.name, piece, batch_id, down, report)
+                continue
+            self._count(sink.name, result, report)
+
+    def _to_dead_letters(
+        self,
+        sink: str,
+        part: ReportBatch,
+        batch_id: str,
+        failure: Failure,
+        report: WriteReport,
+        next_retry_at: float | None = None,
+    ) -> None:
+        result = self.dead_letters.enqueue(
+            sink,
+            rows_by_kind(part),
+            source=part.source,
+            job_id=self.job_id,
+            batch_id=batch_id,
+            read_ms=part.read_ms,
+            failure=failure,
+            next_retry_at=next_retry_at,
+        )
+        report.counts[acc.sink(sink, acc.OUTCOME_DLQ)] += result.accepted
+        report.counts[acc.sink(sink, acc.OUTCOME_DUPLICATE)] += result.duplicates
+        report.dlq_full = report.dlq_full or result.full
+        self.metrics.inc("ais_sink_records", result.accepted, sink=sink, outcome="dlq")
+        self.metrics.inc(FAILED_METRIC.get(sink, "ais_messages_failed_db"), result.accepted)
+        if not failure.transient:
+            self.metrics.inc("ais_dead_lettered", result.accepted, sink=sink)
+
+    def _count(self, sink: str, result: WriteResult, report: WriteReport) -> None:
+        report.counts[acc.sink(sink, acc.OUTCOME_WRITTEN)] += result.written
+        report.counts[acc.sink(sink, acc.OUTCOME_DUPLICATE)] += result.duplicates
+        self.metrics.inc("ais_sink_records", result.written, sink=sink, outcome="written")
+        self.metrics.inc("ais_sink_records", result.duplicates, sink=sink, outcome="duplicates")
+        self.metrics.inc("ais_duplicates", result.duplicates, sink=sink)
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:300]

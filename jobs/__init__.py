@@ -1,0 +1,1 @@
+"""Entry points for `ray job submit` (and plain `python -m`): ingest, DLQ retry, benchmarks."""
