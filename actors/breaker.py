@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from breakwater.breaker import BreakerConfig, BreakerState, BreakerView, CallOutcome, CircuitBreaker
+from breakwater.admin import AdminGuard
 from breakwater.journal import Snapshots
 from breakwater.metrics import MetricsBuffer
 
@@ -14,7 +17,10 @@ class BreakerActor:
     """Keeps its breaker's state in the journal on every transition, so a restarted actor
     comes back in the state it was in (a new epoch), not silently CLOSED."""
 
-    def __init__(self, sink: str, config: BreakerConfig, journal_path: Path, metrics: Any) -> None:
+    def __init__(
+        self, sink: str, config: BreakerConfig, journal_path: Path, metrics: Any, admin_token: SecretStr | None
+    ) -> None:
+        self.guard = AdminGuard(admin_token)
         self.snapshots = Snapshots(journal_path)
         self.metrics = metrics  # a MetricsLink, or None
         self.breaker = CircuitBreaker(sink, config, on_transition=self._on_transition)
@@ -48,8 +54,12 @@ class BreakerActor:
     def record(self, outcomes: list[CallOutcome]) -> BreakerView:
         return self.breaker.record(outcomes)
 
-    def force(self, state: int | None, reason: str) -> BreakerView:
-        return self.breaker.force(None if state is None else BreakerState(state), reason)
+    def force_by_operator(self, state: int | None, token: str | None, requested_by: str) -> BreakerView:
+        """Hold the breaker OPEN or CLOSED (None releases it), after the admin token is checked."""
+        wanted = None if state is None else BreakerState(state)
+        label = "release" if wanted is None else wanted.name
+        self.guard.check(token, f"force breaker {self.breaker.sink} {label}", requested_by)
+        return self.breaker.force(wanted, f"{label} by operator {requested_by}")
 
     def configure(self, config: BreakerConfig) -> None:
         """New settings from a newer job; the state is kept."""

@@ -73,7 +73,7 @@ def dead_letter_actor(settings: Settings, metrics: Any) -> Any:
 
 def breaker_actor(settings: Settings, sink: str, metrics: Any) -> Any:
     return _singleton(BreakerActor, breaker_name(sink), settings, resources=HEAD_NODE).remote(
-        sink, settings.breaker, settings.dlq.path, metrics
+        sink, settings.breaker, settings.dlq.path, metrics, settings.admin_token
     )
 
 

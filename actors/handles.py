@@ -22,7 +22,7 @@ from breakwater import accounting as acc
 from breakwater.breaker import BreakerView, CallOutcome
 from breakwater.config import Settings
 from breakwater.dead_letters import DeadLetter, EnqueueResult, Failure
-from breakwater.errors import ConfigError, NotRunningError
+from breakwater.errors import BreakwaterError, ConfigError, NotRunningError
 from breakwater.framing import LineBatch
 from breakwater.metrics import MetricDelta
 from breakwater.pipeline import BatchOutcome
@@ -47,6 +47,17 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, log_to_
         ray.init(num_cpus=num_cpus, include_dashboard=None, **kwargs)
 
 
+def call(ref: Any) -> Any:
+    """ray.get, with Breakwater's own errors raised as themselves (an admin token refused,
+    a bad argument) instead of wrapped in Ray's task error."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as e:
+        if isinstance(e.cause, BreakwaterError | ValueError):
+            raise e.cause from None
+        raise
+
+
 class BreakerHandle:
     def __init__(self, actor: Any) -> None:
         self.actor = actor
@@ -63,8 +74,6 @@ class BreakerHandle:
     def status(self) -> dict[str, Any]:
         return ray.get(self.actor.status.remote())  # type: ignore[no-any-return]
 
-    def force(self, state: int | None, reason: str) -> BreakerView:
-        return ray.get(self.actor.force.remote(state, reason))  # type: ignore[no-any-return]
 
 
 class DeadLetterHandle:
@@ -105,7 +114,7 @@ class DeadLetterHandle:
         return ray.get(self.actor.retry_now.remote(sink))  # type: ignore[no-any-return]
 
     def admin(self, operation: str, token: str | None, requested_by: str, sink: str | None) -> int:
-        return ray.get(self.actor.admin.remote(operation, token, requested_by, sink))  # type: ignore[no-any-return]
+        return call(self.actor.admin.remote(operation, token, requested_by, sink))  # type: ignore[no-any-return]
 
     def path(self) -> str:
         return ray.get(self.actor.path.remote())  # type: ignore[no-any-return]

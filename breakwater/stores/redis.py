@@ -24,6 +24,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from breakwater.errors import ConfigError, PoisonRecord, StoreError, StoreUnavailable
+from breakwater.models import VesselState, ms_to_datetime
 from breakwater.reports import (
     KIND_POSITION,
     KIND_STATIC,
@@ -164,3 +165,108 @@ class RedisSink:
                 pipe.xadd(self.keys.updates, {"mmsi": mmsi}, maxlen=self.stream_maxlen, approximate=True)
             pipe.execute()
         return applied
+
+
+def _state_from_hash(data: dict[str, str], distance_km: float | None = None) -> VesselState:
+    """A vessel hash as a VesselState ("" in a field means not available)."""
+    values: dict[str, Any] = {k: (v if v != "" else None) for k, v in data.items()}
+    ms = values.get("pos_ms")
+    return VesselState(
+        mmsi=int(data["mmsi"]),
+        received_at=None if ms is None else ms_to_datetime(int(ms)),
+        lat=values.get("lat"),
+        lon=values.get("lon"),
+        sog_kn=values.get("sog_kn"),
+        cog_deg=values.get("cog_deg"),
+        heading_deg=values.get("heading_deg"),
+        nav_status=values.get("nav_status"),
+        msg_type=values.get("msg_type"),
+        name=values.get("name"),
+        callsign=values.get("callsign"),
+        ship_type=values.get("ship_type"),
+        source=values.get("source"),
+        distance_km=distance_km,
+    )
+
+
+class RedisQueries:
+    """The live picture: latest state by MMSI, and geo queries over every bucket's index."""
+
+    def __init__(self, url: str, *, prefix: str = "", buckets: int = 16, timeout_s: float = 5.0, client: Any = None) -> None:
+        self.keys = RedisKeys(prefix, buckets)
+        self.client = client or connect(url, timeout_s=timeout_s)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def latest(self, mmsi: int) -> VesselState | None:
+        if self.client.sismember(self.keys.deleted, mmsi):
+            return None
+        data = self.client.hgetall(self.keys.vessel(mmsi))
+        return _state_from_hash(data) if data and "pos_ms" in data else None
+
+    def nearby(self, lat: float, lon: float, radius_km: float, limit: int = 100) -> list[VesselState]:
+        """GEOSEARCH every bucket, merge by distance, then fetch the hashes in one pipeline."""
+        pipe = self.client.pipeline(transaction=False)
+        for bucket in range(self.keys.buckets):
+            pipe.geosearch(
+                self.keys.geo(bucket), longitude=lon, latitude=lat, radius=radius_km, unit="km",
+                withdist=True, sort="ASC", count=limit,
+            )
+        hits = sorted(
+            ((float(dist), int(member)) for result in pipe.execute() for member, dist in result),
+        )
+        return self._states(hits, limit)
+
+    def in_box(self, south: float, west: float, north: float, east: float, limit: int = 1000) -> list[VesselState]:
+        """GEOSEARCH BYBOX around the box's centre, then the exact bounds (a box in km is
+        not a box in degrees)."""
+        from breakwater.stores.sql_queries import haversine_km
+
+        centre_lat, centre_lon = (south + north) / 2, (west + east) / 2
+        height_km = haversine_km(south, centre_lon, north, centre_lon)
+        width_km = max(haversine_km(lat, west, lat, east) for lat in (south, centre_lat, north))
+        pipe = self.client.pipeline(transaction=False)
+        for bucket in range(self.keys.buckets):
+            pipe.geosearch(
+                self.keys.geo(bucket), longitude=centre_lon, latitude=centre_lat,
+                width=width_km * 1.01, height=height_km * 1.01, unit="km", withcoord=True,
+            )
+        inside = sorted(
+            int(member)
+            for result in pipe.execute()
+            for member, (lon, lat) in result
+            if south <= lat <= north and west <= lon <= east
+        )
+        return self._states([(None, m) for m in inside], limit)
+
+    def _states(self, hits: list[tuple[float | None, int]], limit: int) -> list[VesselState]:
+        deleted = {int(m) for m in self.client.smembers(self.keys.deleted)}
+        hits = [h for h in hits if h[1] not in deleted][:limit]
+        pipe = self.client.pipeline(transaction=False)
+        for _, mmsi in hits:
+            pipe.hgetall(self.keys.vessel(mmsi))
+        return [
+            _state_from_hash(data, None if dist is None else round(dist, 3))
+            for (dist, _), data in zip(hits, pipe.execute(), strict=True)
+            if data
+        ]
+
+    def vessel_count(self) -> int:
+        return sum(self.client.zcard(self.keys.geo(b)) for b in range(self.keys.buckets))
+
+    def set_deleted(self, mmsi: int, deleted: bool) -> None:
+        if deleted:
+            self.client.sadd(self.keys.deleted, mmsi)
+        else:
+            self.client.srem(self.keys.deleted, mmsi)
+
+    def purge(self, mmsis: list[int]) -> int:
+        """Remove the vessels' hashes and index entries for good."""
+        pipe = self.client.pipeline(transaction=False)
+        for mmsi in mmsis:
+            pipe.delete(self.keys.vessel(mmsi))
+            pipe.zrem(self.keys.geo(self.keys.bucket(mmsi)), mmsi)
+            pipe.srem(self.keys.deleted, mmsi)
+        results = pipe.execute()
+        return sum(int(r) for r in results[::3])

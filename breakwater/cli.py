@@ -1,0 +1,318 @@
+"""The `breakwater` command: ingest, query, operate, watch.
+
+    breakwater ingest data/kystverket-2019-tagblock.nmea
+    breakwater latest 257123000
+    breakwater track 257123000 --start 2019-08-07T22:00:00Z --limit 100
+    breakwater nearby 59.9 10.7 --radius-km 5
+    breakwater dlq stats
+    breakwater status --url http://127.0.0.1:9464
+
+Store options (--database-url, --redis-url, ...) come before the command, or from the same
+BREAKWATER_* variables and config file as the jobs. Add --json for machine-readable output.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from breakwater.client import Client
+from breakwater.config import load_settings
+from breakwater.errors import BreakwaterError, ConfigError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
+dlq_app = typer.Typer(no_args_is_help=True, help="The dead-letter queue: inspect, retry, clear, redrive.")
+app.add_typer(dlq_app, name="dlq")
+console = Console()
+PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+
+@dataclass
+class Options:
+    overrides: dict[str, Any]
+    config: str | None
+    address: str | None
+    admin_token: str | None
+    as_json: bool
+    _client: Client | None = None
+
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = Client(load_settings(self.overrides, self.config), ray_address=self.address)
+        return self._client
+
+
+def _options(ctx: typer.Context) -> Options:
+    return ctx.ensure_object(Options)  # type: ignore[no-any-return]
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    database_url: Annotated[str | None, typer.Option(help="sqlite:///path or postgresql://...")] = None,
+    redis_url: Annotated[str | None, typer.Option(help="redis://host:port/db")] = None,
+    redis_prefix: Annotated[str | None, typer.Option(help="key prefix of the deployment")] = None,
+    dlq_path: Annotated[str | None, typer.Option(help="dead-letter journal file")] = None,
+    config: Annotated[str | None, typer.Option(help="YAML or TOML settings file")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address for operations")] = None,
+    admin_token: Annotated[
+        str | None, typer.Option(envvar="BREAKWATER_ADMIN_TOKEN", help="token for destructive operations", show_envvar=True)
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    overrides: dict[str, Any] = {"database_url": database_url, "redis_url": redis_url, "redis_prefix": redis_prefix}
+    if dlq_path:
+        overrides["dlq"] = {"path": dlq_path}
+    ctx.obj = Options(overrides, config, address, admin_token, as_json)
+
+
+def _print(opts: Options, value: Any, title: str = "") -> None:
+    if isinstance(value, BaseModel):
+        data: Any = value.model_dump(mode="json")
+    elif isinstance(value, list):
+        data = [v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value]
+    else:
+        data = value
+    if opts.as_json:
+        print(json.dumps(data, indent=2, default=str))
+        return
+    if data is None:
+        console.print("[yellow]not found[/yellow]")
+    elif isinstance(data, list) and data and isinstance(data[0], dict):
+        table = Table(title=title or None)
+        columns = list(data[0])
+        for c in columns:
+            table.add_column(c)
+        for row in data:
+            table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
+        console.print(table)
+    elif isinstance(data, list):
+        console.print(f"[dim]{title}: none[/dim]" if title else "none")
+    else:
+        console.print_json(json.dumps(data, default=str))
+
+
+# -- jobs --------------------------------------------------------------------------------------
+
+
+@app.command(context_settings=PASS_THROUGH)
+def ingest(ctx: typer.Context) -> None:
+    """Run the ingest job (same arguments as python -m jobs.ingest; try `breakwater ingest -h`)."""
+    from jobs.ingest import main as ingest_main
+
+    raise typer.Exit(ingest_main(ctx.args or ["--help"]))
+
+
+@app.command(context_settings=PASS_THROUGH)
+def retry(ctx: typer.Context) -> None:
+    """Run the dead-letter retry job (same arguments as python -m jobs.retry_dlq)."""
+    from jobs.retry_dlq import main as retry_main
+
+    raise typer.Exit(retry_main(ctx.args))
+
+
+# -- queries -----------------------------------------------------------------------------------
+
+
+@app.command()
+def latest(ctx: typer.Context, mmsi: int) -> None:
+    """A vessel's latest state."""
+    opts = _options(ctx)
+    _print(opts, opts.client().latest(mmsi))
+
+
+@app.command()
+def track(
+    ctx: typer.Context,
+    mmsi: int,
+    start: Annotated[datetime | None, typer.Option(help="from this time (UTC), e.g. 2019-08-07T22:00:00")] = None,
+    end: Annotated[datetime | None, typer.Option(help="until this time (UTC)")] = None,
+    limit: Annotated[int | None, typer.Option(help="at most this many points")] = None,
+) -> None:
+    """A vessel's positions between two times, oldest first."""
+    opts = _options(ctx)
+    _print(opts, opts.client().track(mmsi, _utc(start), _utc(end), limit), f"track of {mmsi}")
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    from datetime import UTC
+
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+@app.command()
+def vessel(ctx: typer.Context, mmsi: int) -> None:
+    """A vessel's static and voyage data."""
+    opts = _options(ctx)
+    _print(opts, opts.client().vessel(mmsi))
+
+
+@app.command()
+def counts(ctx: typer.Context) -> None:
+    """How much the store holds."""
+    opts = _options(ctx)
+    _print(opts, opts.client().counts())
+
+
+@app.command()
+def nearby(
+    ctx: typer.Context,
+    lat: float,
+    lon: float,
+    radius_km: Annotated[float, typer.Option(help="search radius, km")] = 10.0,
+    limit: int = 100,
+) -> None:
+    """Vessels within a radius of a point, nearest first."""
+    opts = _options(ctx)
+    _print(opts, opts.client().nearby(lat, lon, radius_km, limit), "nearby vessels")
+
+
+@app.command()
+def box(ctx: typer.Context, south: float, west: float, north: float, east: float, limit: int = 1000) -> None:
+    """Vessels inside a box of latitudes and longitudes."""
+    opts = _options(ctx)
+    _print(opts, opts.client().in_box(south, west, north, east, limit), "vessels in the box")
+
+
+# -- vessels -----------------------------------------------------------------------------------
+
+
+@app.command("delete-vessel")
+def delete_vessel(ctx: typer.Context, mmsi: int) -> None:
+    """Hide a vessel from every query (soft delete; needs the admin token)."""
+    opts = _options(ctx)
+    _print(opts, {"mmsi": mmsi, "deleted": opts.client().delete_vessel(mmsi, admin_token=opts.admin_token)})
+
+
+@app.command("restore-vessel")
+def restore_vessel(ctx: typer.Context, mmsi: int) -> None:
+    """Undo a soft delete (needs the admin token)."""
+    opts = _options(ctx)
+    _print(opts, {"mmsi": mmsi, "restored": opts.client().restore_vessel(mmsi, admin_token=opts.admin_token)})
+
+
+@app.command("purge-deleted")
+def purge_deleted(ctx: typer.Context, yes: Annotated[bool, typer.Option("--yes", help="really delete")] = False) -> None:
+    """Delete every row of the soft-deleted vessels for good (needs --yes and the admin token)."""
+    opts = _options(ctx)
+    _print(opts, opts.client().purge_deleted(confirm=yes, admin_token=opts.admin_token))
+
+
+# -- dead-letter queue and breakers -------------------------------------------------------------
+
+
+@dlq_app.command("stats")
+def dlq_stats(ctx: typer.Context) -> None:
+    """Sizes, oldest record, counts by sink and by error."""
+    opts = _options(ctx)
+    _print(opts, opts.client().dlq_stats())
+
+
+@dlq_app.command("peek")
+def dlq_peek(
+    ctx: typer.Context,
+    n: Annotated[int, typer.Option("-n", help="how many")] = 10,
+    sink: str | None = None,
+    dead: Annotated[bool, typer.Option(help="the dead-letter store instead of the queue")] = False,
+) -> None:
+    """Show records without removing them."""
+    opts = _options(ctx)
+    _print(opts, opts.client().dlq_peek(n, sink=sink, dead=dead), "dead letters")
+
+
+@dlq_app.command("retry")
+def dlq_retry(ctx: typer.Context, sink: str | None = None) -> None:
+    """Retry every waiting record now, through the breakers."""
+    opts = _options(ctx)
+    _print(opts, opts.client().dlq_retry_now(sink=sink))
+
+
+@dlq_app.command("clear")
+def dlq_clear(ctx: typer.Context, sink: str | None = None, yes: Annotated[bool, typer.Option("--yes")] = False) -> None:
+    """Delete waiting records (needs --yes and the admin token)."""
+    opts = _options(ctx)
+    _print(opts, {"cleared": opts.client().dlq_clear(confirm=yes, admin_token=opts.admin_token, sink=sink)})
+
+
+@dlq_app.command("clear-dead")
+def dlq_clear_dead(ctx: typer.Context, sink: str | None = None, yes: Annotated[bool, typer.Option("--yes")] = False) -> None:
+    """Delete dead records (needs --yes and the admin token)."""
+    opts = _options(ctx)
+    _print(opts, {"cleared": opts.client().dlq_clear_dead(confirm=yes, admin_token=opts.admin_token, sink=sink)})
+
+
+@dlq_app.command("redrive")
+def dlq_redrive(ctx: typer.Context, sink: str | None = None) -> None:
+    """Move dead records back into the queue, due now (needs the admin token)."""
+    opts = _options(ctx)
+    _print(opts, {"redriven": opts.client().dlq_redrive(admin_token=opts.admin_token, sink=sink)})
+
+
+@app.command()
+def breakers(ctx: typer.Context) -> None:
+    """Every sink's breaker: state, epoch, trips."""
+    opts = _options(ctx)
+    _print(opts, opts.client().breakers(), "breakers")
+
+
+@app.command()
+def breaker(ctx: typer.Context, sink: str, state: Annotated[str, typer.Argument(help="open, closed or release")]) -> None:
+    """Force a sink's breaker open or closed, or release it (needs the admin token)."""
+    opts = _options(ctx)
+    if state not in ("open", "closed", "release"):
+        raise ConfigError("state", f"{state!r}: use open, closed or release")
+    _print(opts, opts.client().force_breaker(sink, state, admin_token=opts.admin_token))
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    url: Annotated[str, typer.Option(help="the metrics endpoint")] = "http://127.0.0.1:9464",
+    token: Annotated[str | None, typer.Option(envvar="BREAKWATER_METRICS__TOKEN", help="bearer token")] = None,
+    once: Annotated[bool, typer.Option(help="print once and exit")] = False,
+    interval_s: Annotated[float, typer.Option(help="refresh interval")] = 2.0,
+) -> None:
+    """A live view of throughput, breakers and the dead-letter queue, from the metrics endpoint."""
+    from breakwater.status import watch
+
+    opts = _options(ctx)
+    raise typer.Exit(watch(url, token, once=once, interval_s=interval_s, as_json=opts.as_json))
+
+
+@app.command()
+def settings(ctx: typer.Context) -> None:
+    """The effective settings, passwords masked."""
+    opts = _options(ctx)
+    print(json.dumps(load_settings(opts.overrides, opts.config).describe(), indent=2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (2 for a bad setting, 1 for other errors)."""
+    try:
+        result = app(args=argv, prog_name="breakwater", standalone_mode=False)
+    except typer.Exit as e:
+        return int(e.exit_code or 0)
+    except ConfigError as e:
+        print(f"breakwater: {e}", file=sys.stderr)
+        return 2
+    except (BreakwaterError, ValueError) as e:
+        print(f"breakwater: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # click's usage errors
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            return e.exit_code
+        raise
+    return int(result or 0)

@@ -1,0 +1,128 @@
+"""Operating Breakwater: the dead-letter queue, the breakers, the retry drain.
+
+Two backends do the same things. `actors.operations.ClusterOperations` talks to the named
+actors of a running cluster. `LocalOperations` below works on the journal file directly,
+with no Ray at all: it is what the retry job and the CLI use when the cluster that wrote
+the journal is gone (a local run's cluster ends with its job). Destructive operations need
+the admin token in both.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any, Protocol
+
+from breakwater.admin import AdminGuard
+from breakwater.breaker import BreakerState, BreakerView, CallOutcome, CircuitBreaker
+from breakwater.config import Settings
+from breakwater.dead_letters import DEAD, WAITING, DeadLetterQueue
+from breakwater.drain import Drain
+from breakwater.gate import SinkGate
+from breakwater.journal import Snapshots
+from breakwater.stores import open_sinks, sink_names
+
+log = logging.getLogger("breakwater.operations")
+
+FORCE_STATES: dict[str, BreakerState | None] = {"open": BreakerState.OPEN, "closed": BreakerState.CLOSED, "release": None}
+
+
+class Operations(Protocol):
+    def dlq_stats(self) -> dict[str, Any]: ...
+
+    def dlq_peek(self, n: int, sink: str | None = None, dead: bool = False) -> list[dict[str, Any]]: ...
+
+    def drain(self, *, force: bool = False, sink: str | None = None) -> dict[str, int]: ...
+
+    def dlq_admin(self, operation: str, token: str | None, requested_by: str, sink: str | None = None) -> int: ...
+
+    def breakers(self) -> list[dict[str, Any]]: ...
+
+    def force_breaker(self, sink: str, state: str, token: str | None, requested_by: str) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+class JournaledBreaker:
+    """A breaker restored from, and saved back to, the journal: the retry job, run without a
+    cluster, starts from the state the cluster's breaker actor left."""
+
+    def __init__(self, sink: str, settings: Settings, snapshots: Snapshots) -> None:
+        self.snapshots = snapshots
+        self.breaker = CircuitBreaker(sink, settings.breaker, on_transition=lambda b, *_: self._save())
+        saved = snapshots.load("breaker", sink)
+        if saved is not None:
+            self.breaker.restore(saved)
+
+    def _save(self) -> None:
+        self.snapshots.save("breaker", self.breaker.sink, self.breaker.snapshot())
+
+    def view(self) -> BreakerView:
+        return self.breaker.view()
+
+    def acquire_trial(self) -> tuple[bool, BreakerView]:
+        return self.breaker.acquire_trial()
+
+    def record(self, outcomes: list[CallOutcome]) -> BreakerView:
+        return self.breaker.record(outcomes)
+
+
+def breaker_status(breaker: CircuitBreaker) -> dict[str, Any]:
+    view = breaker.view()
+    return {
+        "sink": view.sink,
+        "state": view.state.name,
+        "epoch": view.epoch,
+        "forced": view.forced,
+        "retry_at": view.retry_at if view.state != BreakerState.CLOSED else None,
+        "trips": breaker.trips,
+    }
+
+
+class LocalOperations:
+    """Operations on the journal file, in this process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.queue = DeadLetterQueue(settings.dlq, settings.retry)
+        self.snapshots = Snapshots(settings.dlq.path)
+        self.guard = AdminGuard(settings.admin_token)
+
+    def close(self) -> None:
+        self.queue.close()
+        self.snapshots.close()
+
+    def dlq_stats(self) -> dict[str, Any]:
+        return self.queue.stats().as_dict()
+
+    def dlq_peek(self, n: int, sink: str | None = None, dead: bool = False) -> list[dict[str, Any]]:
+        return [x.as_dict() for x in self.queue.peek(n, sink=sink, status=DEAD if dead else WAITING)]
+
+    def drain(self, *, force: bool = False, sink: str | None = None) -> dict[str, int]:
+        breakers = {name: JournaledBreaker(name, self.settings, self.snapshots) for name in sink_names(self.settings)}
+        gates = {name: SinkGate(b) for name, b in breakers.items()}
+        sinks = {s.name: s for s in open_sinks(self.settings)}
+        try:
+            report: Counter[str] = Drain(self.queue, sinks, gates, self.settings.retry).run(force=force, only_sink=sink)
+        finally:
+            for s in sinks.values():
+                s.close()
+        return dict(report)
+
+    def dlq_admin(self, operation: str, token: str | None, requested_by: str, sink: str | None = None) -> int:
+        if operation not in ("clear", "clear_dead", "redrive"):
+            raise ValueError(f"unknown dead-letter operation {operation!r}")
+        self.guard.check(token, f"dead-letter {operation}" + (f" of {sink}" if sink else ""), requested_by)
+        return int(getattr(self.queue, operation)(sink))
+
+    def breakers(self) -> list[dict[str, Any]]:
+        return [
+            breaker_status(JournaledBreaker(name, self.settings, self.snapshots).breaker)
+            for name in sink_names(self.settings)
+        ]
+
+    def force_breaker(self, sink: str, state: str, token: str | None, requested_by: str) -> dict[str, Any]:
+        self.guard.check(token, f"force breaker {sink} {state}", requested_by)
+        journaled = JournaledBreaker(sink, self.settings, self.snapshots)
+        journaled.breaker.force(FORCE_STATES[state], f"forced {state} by {requested_by}")
+        return breaker_status(journaled.breaker)
