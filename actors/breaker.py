@@ -32,7 +32,7 @@ class BreakerActor:
 
     def _on_transition(self, breaker: CircuitBreaker, previous: BreakerState, reason: str) -> None:
         self._save()
-        self._publish(trip=breaker.state == BreakerState.OPEN and not breaker.forced)
+        self._publish(trip=breaker.state == BreakerState.OPEN and breaker.forced is None)
 
     def _save(self) -> None:
         self.snapshots.save("breaker", self.breaker.sink, self.breaker.snapshot())

@@ -207,7 +207,7 @@ class CircuitBreaker:
             if self._trial_successes >= self.config.success_threshold:
                 self._move(BreakerState.CLOSED, f"{self._trial_successes} trial calls succeeded")
             return
-        if self.state != BreakerState.CLOSED or outcome.epoch != self.epoch or self.forced:
+        if self.state != BreakerState.CLOSED or outcome.epoch != self.epoch or self.forced is not None:
             return  # a call made before the last transition says nothing about now
         if self.config.failure_rate_threshold is None:
             self._consecutive_failures = self._consecutive_failures + 1 if failed else 0

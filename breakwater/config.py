@@ -169,7 +169,8 @@ def load_settings(overrides: dict[str, Any] | None = None, config_file: str | Pa
     except ValidationError as e:
         first = e.errors()[0]
         value = first.get("input")
-        shown = "" if isinstance(value, dict) or value is None else f" (got {str(value)[:80]!r})"
+        secret = any("token" in str(part) for part in first["loc"])
+        shown = "" if isinstance(value, dict) or value is None or secret else f" (got {mask_url(str(value))[:80]!r})"
         message = first["msg"].removeprefix("Value error, ")
         raise ConfigError(_setting_name(first["loc"]), f"{message}{shown}") from e
 

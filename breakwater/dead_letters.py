@@ -193,8 +193,13 @@ class DeadLetterQueue:
                     read_ms, len(encoded),
                 ))
         accepted = duplicates = 0
+        seen: set[tuple[str, str]] = set()
         with self._transaction():
             for p in params:
+                if (p[1], p[2]) in seen:  # the same report twice in one batch
+                    duplicates += 1
+                    continue
+                seen.add((p[1], p[2]))
                 cur = self.db.execute(
                     "INSERT INTO dead_letters (sink, kind, record_key, row, source, job_id, "
                     "batch_id, status, attempts, history, last_error, first_failed_at, "

@@ -125,7 +125,11 @@ class ShardWriter:
             if not len(part):
                 continue
             report.counts[acc.sink(sink.name, "received")] += len(part)
-            self._write_sink(sink, part, batch_id, report)
+            part, superseded = sink.prepare(part)
+            report.counts[acc.sink(sink.name, acc.OUTCOME_DUPLICATE)] += superseded
+            self.metrics.inc("ais_duplicates", superseded, sink=sink.name)
+            if len(part):
+                self._write_sink(sink, part, batch_id, report)
         if len(batch):
             latency = max(0.0, self.clock() - batch.read_ms / 1000)
             self.metrics.observe(E2E_LATENCY, latency, len(batch))
@@ -205,6 +209,7 @@ class ShardWriter:
         )
         report.counts[acc.sink(sink, acc.OUTCOME_DLQ)] += result.accepted
         report.counts[acc.sink(sink, acc.OUTCOME_DUPLICATE)] += result.duplicates
+        self.metrics.inc("ais_duplicates", result.duplicates, sink=sink)
         report.dlq_full = report.dlq_full or result.full
         self.metrics.inc("ais_sink_records", result.accepted, sink=sink, outcome="dlq")
         self.metrics.inc(FAILED_METRIC.get(sink, "ais_messages_failed_db"), result.accepted)

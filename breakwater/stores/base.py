@@ -37,6 +37,11 @@ class Sink(Protocol):
     name: str
     kinds: frozenset[str]  # the report kinds it keeps; others are not sent to it
 
+    def prepare(self, batch: ReportBatch) -> tuple[ReportBatch, int]:
+        """The part of `batch` that can change this store, and how many rows were left out
+        because a newer row of the same batch supersedes them (they count as duplicates)."""
+        ...
+
     def write(self, batch: ReportBatch) -> WriteResult: ...
 
     def close(self) -> None: ...

@@ -129,9 +129,16 @@ class RedisSink:
     def close(self) -> None:
         self.client.close()
 
-    def write(self, batch: ReportBatch) -> WriteResult:
+    def prepare(self, batch: ReportBatch) -> tuple[ReportBatch, int]:
+        """Only each vessel's newest position can change its latest state. Static reports all
+        stay: each may fill fields the others leave empty."""
         positions = newest_per_vessel(batch.positions)
-        superseded = len(batch.positions) - len(positions)
+        prepared = ReportBatch(batch.source, batch.read_ms, positions, batch.statics, [])
+        return prepared, len(batch.positions) - len(positions)
+
+    def write(self, batch: ReportBatch) -> WriteResult:
+        prepared, superseded = self.prepare(batch)
+        positions = prepared.positions
         updates: dict[int, list[tuple[str, list[Any]]]] = {}
         for row in positions:
             values = dict(zip(POSITION_FIELDS, row, strict=True))

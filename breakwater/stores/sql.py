@@ -80,6 +80,9 @@ class SqlSink:
     def close(self) -> None:
         self.engine.dispose()
 
+    def prepare(self, batch: ReportBatch) -> tuple[ReportBatch, int]:
+        return batch, 0  # history keeps every report
+
     def write(self, batch: ReportBatch) -> WriteResult:
         try:
             with self.engine.begin() as conn:
