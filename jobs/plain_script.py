@@ -125,6 +125,7 @@ class PlainWriter:
         self.states: list[tuple[int, dict[str, Any], tuple[float, float] | None]] = []
         self.positions: list[tuple[Any, ...]] = []
         self.written = 0
+        self.positions_total = 0
 
     def add(self, received_ms: int, digest: int, m: Any) -> None:
         state: dict[str, Any] = {"received_ms": received_ms, "msg_type": m.msg_type}
@@ -137,6 +138,7 @@ class PlainWriter:
                 where = (lon, lat)
             when = datetime.fromtimestamp(received_ms / 1000, UTC)
             self.positions.append((m.mmsi, when, digest, m.msg_type, lat, lon, sog, cog, heading))
+            self.positions_total += 1
         if m.msg_type in STATIC_TYPES:
             state.update((f, getattr(m, f, None)) for f in STATIC_FIELDS)
         state = {k: (int(v) if isinstance(v, bool) else v) for k, v in state.items() if v is not None}
@@ -156,7 +158,7 @@ class PlainWriter:
             with cur.copy(f"COPY staging ({COLUMNS}) FROM STDIN") as copy:
                 for row in self.positions:
                     copy.write_row(row)
-            cur.execute(f"INSERT INTO plain_positions SELECT * FROM staging ON CONFLICT DO NOTHING")
+            cur.execute("INSERT INTO plain_positions SELECT * FROM staging ON CONFLICT DO NOTHING")
             self.written += cur.rowcount
             cur.execute("TRUNCATE staging")
         self.pg.commit()
@@ -192,7 +194,7 @@ def run(path: Path, writer: PlainWriter | None) -> dict[str, Any]:
                 writer.add(received or now_ms, zlib.crc32(msg.payload), m)
     if writer is not None:
         writer.close()
-        counts["positions"] = len(writer.positions)
+        counts["positions"] = writer.positions_total
         counts["positions_written"] = writer.written
     counts["elapsed_s"] = round(time.perf_counter() - started, 3)
     return counts

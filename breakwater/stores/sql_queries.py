@@ -27,7 +27,8 @@ def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
 
 
 def _not_deleted(mmsi_column: Any) -> Any:
-    v = schema.vessels
+    """No soft-deleted vessel row for this MMSI (an alias: the outer query may join vessels)."""
+    v = schema.vessels.alias("deleted_vessel")
     return ~exists().where(and_(v.c.mmsi == mmsi_column, v.c.deleted_at.is_not(None)))
 
 
