@@ -217,7 +217,7 @@ class RayCluster:
 
     def submit(self, batch: LineBatch) -> _Ticket:
         n = len(self.writers)
-        refs = decode_batch.options(num_returns=n + 1, num_cpus=self.settings.decode_num_cpus).remote(
+        refs: Any = decode_batch.options(num_returns=n + 1, num_cpus=self.settings.decode_num_cpus).remote(
             batch, n, self.settings.strict_tag_blocks
         )
         batch_id = f"{self.job_id}:{batch.source}:{batch.seq}"

@@ -95,7 +95,7 @@ class MetricsActor:
         if self.server is None:
             return {"error": self.error}
         host, port = self.server.address
-        return {"host": host, "port": port, "node_ip": ray.util.get_node_ip_address()}
+        return {"host": host, "port": port, "node_ip": ray.util.get_node_ip_address()}  # type: ignore[no-untyped-call]
 
     def apply(self, delta: MetricDelta) -> None:
         with self.lock:

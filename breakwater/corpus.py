@@ -291,8 +291,15 @@ def build_corpus(
         if raw is not f and raw is not None:
             raw.close()
     return CorpusInfo(
-        out, count, size, digest.hexdigest(), stats.get("replays", 0), stats.get("period_s", 0),
-        stats.get("first_receive_s", 0), stats.get("last_receive_s", 0), stats.get("source_lines", {}),
+        out,
+        count,
+        size,
+        digest.hexdigest(),
+        stats.get("replays", 0),
+        stats.get("period_s", 0),
+        stats.get("first_receive_s", 0),
+        stats.get("last_receive_s", 0),
+        stats.get("source_lines", {}),
     )
 
 

@@ -118,7 +118,7 @@ class DeadLetterStats:
     waiting: int = 0
     dead: int = 0
     waiting_bytes: int = 0
-    oldest_failed_at: float | None = None
+    oldest_failed_at: float | None = None  # of the waiting records
     by_sink: dict[str, dict[str, int]] = field(default_factory=dict)
     by_error: dict[str, int] = field(default_factory=dict)
     dead_expiring_soon: int = 0
@@ -316,10 +316,10 @@ class DeadLetterQueue:
             if status == WAITING:
                 stats.waiting += n
                 stats.waiting_bytes += size
+                if stats.oldest_failed_at is None or oldest < stats.oldest_failed_at:
+                    stats.oldest_failed_at = oldest
             else:
                 stats.dead += n
-            if stats.oldest_failed_at is None or oldest < stats.oldest_failed_at:
-                stats.oldest_failed_at = oldest
         for error, n in self.db.execute(
             "SELECT last_error, COUNT(*) FROM dead_letters GROUP BY last_error"
         ):

@@ -227,9 +227,9 @@ class Ingest:
         self._metrics.set("ais_active_connections", sum(
             1 for t in threads for s in t.sources if s.live and s.connected
         ))
-        delta = self._metrics.drain()
-        if delta:
-            self.cluster.push_metrics(delta)
+        shipment = self._metrics.drain()
+        if shipment:
+            self.cluster.push_metrics(shipment)
         self._last_push = self.clock()
 
     def _summary(self, elapsed_s: float) -> IngestSummary:

@@ -28,8 +28,9 @@ class RetryPolicy(BaseModel):
 
     def next_delay_s(self, attempts: int, rng: random.Random | None = None) -> float:
         """Delay after the `attempts`-th counted failure (1 for the first)."""
-        ceiling = min(self.backoff_max_s, self.backoff_base_s * 2 ** max(0, attempts - 1))
-        return ceiling / 2 + (rng or random).random() * ceiling / 2
+        ceiling = min(self.backoff_max_s, self.backoff_base_s * 2.0 ** max(0, attempts - 1))
+        jitter: float = (rng or random).random()
+        return ceiling / 2 + jitter * ceiling / 2
 
 
 class Pacer:

@@ -21,6 +21,7 @@ or hang (and Enter) to switch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import select
 import socket
 import struct
@@ -35,10 +36,8 @@ _POLL_S = 0.2  # how soon a pump notices a mode change or a stop
 
 def _reset(sock: socket.socket) -> None:
     """Close with an RST instead of a FIN (SO_LINGER on, zero timeout)."""
-    try:
+    with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass
     sock.close()
 
 
@@ -60,7 +59,9 @@ class _Connection:
 
 
 class FaultProxy:
-    def __init__(self, target: tuple[str, int] = ("127.0.0.1", 6379), *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, target: tuple[str, int] = ("127.0.0.1", 6379), *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.target = target
         self.listener = socket.create_server((host, port), reuse_port=False)
         self.listener.settimeout(_POLL_S)

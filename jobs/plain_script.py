@@ -150,7 +150,7 @@ class PlainWriter:
         pipe = self.redis.pipeline(transaction=False)
         geo = f"{self.prefix}geo"
         for mmsi, state, where in self.states:
-            pipe.hset(f"{self.prefix}vessel:{mmsi}", mapping=state)
+            pipe.hset(f"{self.prefix}vessel:{mmsi}", mapping=state)  # type: ignore[arg-type]
             if where is not None:
                 pipe.geoadd(geo, (where[0], where[1], mmsi))
         pipe.execute()
@@ -174,7 +174,7 @@ class PlainWriter:
 def run(path: Path, writer: PlainWriter | None) -> dict[str, Any]:
     """Decode every message of `path`; with a writer, store them. Returns the counts."""
     started = time.perf_counter()
-    counts = {"lines": 0, "messages": 0, "positions": 0, "undecodable": 0}
+    counts: dict[str, Any] = {"lines": 0, "messages": 0, "positions": 0, "undecodable": 0}
 
     def counted(f: BinaryIO) -> Iterator[bytes]:
         for line in f:
@@ -200,6 +200,18 @@ def run(path: Path, writer: PlainWriter | None) -> dict[str, Any]:
     return counts
 
 
+def peak_rss_bytes() -> int:
+    """This process's peak RSS. VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over
+    exec, so a script started from a big parent would report the parent's size."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.plain_script", description=__doc__.splitlines()[0])
     parser.add_argument("path", type=Path, help="NMEA file, plain or gzip")
@@ -210,11 +222,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if bool(args.database_url) != bool(args.redis_url):
         parser.error("give both --database-url and --redis-url, or neither")
-    writer = PlainWriter(args.database_url, args.redis_url, args.redis_prefix, args.batch) if args.database_url else None
+    writer = (
+        PlainWriter(args.database_url, args.redis_url, args.redis_prefix, args.batch)
+        if args.database_url
+        else None
+    )
     counts = run(args.path, writer)
     counts["msgs_per_s"] = round(counts["messages"] / counts["elapsed_s"], 1) if counts["elapsed_s"] else 0.0
-    # ru_maxrss is in KiB on Linux.
-    counts["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    counts["peak_rss_bytes"] = peak_rss_bytes()
     print(json.dumps(counts))
     return 0
 

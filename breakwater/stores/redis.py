@@ -220,8 +220,9 @@ class RedisQueries:
                 self.keys.geo(bucket), longitude=lon, latitude=lat, radius=radius_km, unit="km",
                 withdist=True, sort="ASC", count=limit,
             )
-        hits = sorted(
+        hits: list[tuple[float | None, int]] = sorted(
             ((float(dist), int(member)) for result in pipe.execute() for member, dist in result),
+            key=lambda hit: (hit[0], hit[1]),
         )
         return self._states(hits, limit)
 

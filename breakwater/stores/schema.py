@@ -116,13 +116,13 @@ def _static_values() -> list[Column[Any]]:
 
 def define_tables(metadata: MetaData, version: int) -> dict[str, Table]:
     """The tables as they are at `version`: the current ones, or an old one for upgrades."""
-    no_rowid = {"sqlite_with_rowid": False}
+    no_rowid: dict[str, Any] = {"sqlite_with_rowid": False}
     tables = [
-        Table("positions", metadata, *_report_columns(), *_position_values(), *_provenance(), **no_rowid),
-        Table("static_reports", metadata, *_report_columns(), *_static_values(), *_provenance(), **no_rowid),
+        Table("positions", metadata, *[*_report_columns(), *_position_values(), *_provenance()], **no_rowid),
+        Table("static_reports", metadata, *[*_report_columns(), *_static_values(), *_provenance()], **no_rowid),
         Table(
-            "other_messages", metadata, *_report_columns(), Column("nmea", Text, nullable=False),
-            *_provenance(), **no_rowid,
+            "other_messages", metadata,
+            *[*_report_columns(), Column("nmea", Text, nullable=False), *_provenance()], **no_rowid,
         ),
         Table(
             "latest_positions", metadata,

@@ -76,6 +76,7 @@ class SqlSink:
         self._sqlite_sql = {kind: self._sqlite_insert_sql(table, fields) for kind, (table, fields) in _HISTORY.items()}
         if self.is_postgres:
             event.listen(self.engine, "connect", _create_staging_tables)
+            self.engine.dispose()  # connections pooled before the listener lack the tables
 
     def close(self) -> None:
         self.engine.dispose()

@@ -1,0 +1,268 @@
+"""The production stores: PostgreSQL and Redis, beside the embedded SQLite, chosen by URL.
+
+One parametrized suite runs the same conservation and idempotence checks over every store
+combination; the rest checks what only one store does: Redis's newer-wins script under a
+race, its geo queries, key prefixes; PostgreSQL's schema upgrade and soft delete.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+from sqlalchemy import create_engine, func, select, text
+
+from breakwater.decode import BatchDecoder
+from breakwater.framing import Reader
+from breakwater.reports import ReportBatch
+from breakwater.stores import schema
+from breakwater.stores.redis import RedisKeys, RedisQueries, RedisSink
+from breakwater.stores.sql import SqlSink
+from tests.conftest import REDIS_URL, read_lines
+from tests.integration.conftest import Job
+from tests.integration.test_ingest_embedded import independent_tracks
+
+EARTH_RADIUS_KM = 6371.0088
+
+
+def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Written again here, not imported: the test checks Breakwater's answers independently."""
+    phi1, phi2 = math.radians(lat1), math.radians(lat2)
+    a = math.sin((phi2 - phi1) / 2) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(a))
+
+
+def decoded_batches(path: Path, batch_lines: int = 400) -> list[ReportBatch]:
+    reader, decoder = Reader(path.name, max_lines=batch_lines), BatchDecoder(1)
+    batches = [b for line in read_lines(path) if (b := reader.feed(line))]
+    if (last := reader.close()) is not None:
+        batches.append(last)
+    return [decoder.decode(b).shards[0] for b in batches]
+
+
+def sql_rows(url: str) -> int:
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.connect() as conn:
+        n = sum(
+            conn.execute(select(func.count()).select_from(t)).scalar_one()
+            for t in (schema.positions, schema.static_reports, schema.other_messages)
+        )
+    engine.dispose()
+    return n
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "postgresql+redis", "sqlite+redis"])
+def store_job(request: pytest.FixtureRequest, make_job: Any, sqlite_url: str) -> Job:
+    database, _, with_redis = request.param.partition("+")
+    url = sqlite_url if database == "sqlite" else request.getfixturevalue("postgres_url")
+    if with_redis:
+        return make_job(url, REDIS_URL, request.getfixturevalue("redis_prefix"))  # type: ignore[no-any-return]
+    return make_job(url)  # type: ignore[no-any-return]
+
+
+def test_every_store_adds_up_and_is_idempotent(store_job: Job, amsa_path: Path, kystverket_path: Path) -> None:
+    first = store_job.ingest(kystverket_path, amsa_path)
+    rows = sql_rows(store_job.database_url)
+    # Re-ingest the capture whose every line carries its receive time: nothing may change.
+    # (Lines without one are stamped with the ingest time, so a second ingest of the AMSA
+    # capture records them again as new observations: see the README, "Receive times".)
+    second = store_job.ingest(kystverket_path)
+    for summary in (first, second):
+        assert summary["ok"], summary["errors"]
+        for sink in summary["sinks"].values():
+            assert sink["written"] + sink["duplicates"] + sink["dead_letter_queue"] == sink["received"]
+            assert sink["dead_letter_queue"] == 0
+    assert first["sinks"]["db"]["written"] == rows
+    assert second["sinks"]["db"]["written"] == 0
+    assert sql_rows(store_job.database_url) == rows
+    if store_job.redis_url:
+        r1, r2 = first["sinks"]["redis"], second["sinks"]["redis"]
+        assert r1["received"] == first["reports"]["position"] + first["reports"]["static"]
+        assert r2["written"] == 0 and r2["duplicates"] == r2["received"]
+        # The live picture in Redis agrees with the SQL latest state, vessel by vessel.
+        settings = store_job.settings()
+        live = RedisQueries(settings.redis_url, prefix=settings.redis_prefix)
+        from breakwater.stores.sql_queries import SqlQueries
+
+        sql = SqlQueries(settings.database_url)
+        for mmsi in list(independent_tracks(kystverket_path))[:40]:
+            a, b = live.latest(mmsi), sql.latest(mmsi)
+            assert a is not None and b is not None
+            assert (a.received_at, a.lat, a.lon, a.sog_kn) == (b.received_at, b.lat, b.lon, b.sog_kn)
+        live.close()
+        sql.close()
+
+
+def test_newer_wins_in_redis_when_two_writers_race(redis_prefix: str) -> None:
+    """Two writers send the same vessel's history in opposite orders, many times over: the
+    script must leave the newest position whichever write lands last."""
+    mmsi = 257000123
+    rows = [(mmsi, 1_600_000_000_000 + i * 1000, i, 1, 59.0 + i / 1000, 10.0, 5.0, 90.0, 90, 0, 0.0, None, "tag_block") for i in range(200)]
+    writers = [RedisSink(REDIS_URL, prefix=redis_prefix) for _ in range(2)]
+
+    def send(sink: RedisSink, order: list[tuple[Any, ...]]) -> None:
+        for row in order:
+            sink.write(ReportBatch("race", 0, positions=[row]))
+
+    threads = [
+        threading.Thread(target=send, args=(writers[0], rows)),
+        threading.Thread(target=send, args=(writers[1], rows[::-1])),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    state = redis.Redis.from_url(REDIS_URL, decode_responses=True).hgetall(RedisKeys(redis_prefix).vessel(mmsi))
+    assert int(state["pos_ms"]) == rows[-1][1]
+    assert float(state["lat"]) == rows[-1][4]
+    # and a late retry of an old report changes nothing
+    assert writers[0].write(ReportBatch("retry", 0, positions=[rows[3]])).written == 0
+
+
+def test_two_prefixes_share_one_redis_without_touching_each_other(kystverket_path: Path, make_job: Any, sqlite_url: str, tmp_path: Path) -> None:
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    prod, staging = "prodtest:", "stagingtest:"
+    for prefix in (prod, staging):
+        for key in client.scan_iter(f"{prefix}*"):
+            client.delete(key)
+    batches = decoded_batches(kystverket_path)
+    RedisSink(REDIS_URL, prefix=prod).write(batches[0])
+    RedisSink(REDIS_URL, prefix=staging).write(batches[1])
+    prod_keys, staging_keys = set(client.scan_iter(f"{prod}*")), set(client.scan_iter(f"{staging}*"))
+    try:
+        assert prod_keys and staging_keys and not prod_keys & staging_keys
+        vessel = batches[0].positions[0][0]
+        assert RedisQueries(REDIS_URL, prefix=prod).latest(vessel) is not None
+        assert RedisQueries(REDIS_URL, prefix=staging).latest(vessel) is None or vessel in {r[0] for r in batches[1].positions}
+    finally:
+        client.delete(*prod_keys, *staging_keys)
+
+
+def test_keys_a_script_touches_share_one_cluster_slot() -> None:
+    from redis.crc import key_slot
+
+    keys = RedisKeys("prod:", buckets=16)
+    for mmsi in (257742000, 503581800, 2573535, 995031029):
+        bucket = keys.bucket(mmsi)
+        assert key_slot(keys.vessel(mmsi).encode()) == key_slot(keys.geo(bucket).encode())
+    slots = {key_slot(keys.geo(b).encode()) for b in range(16)}
+    assert len(slots) == 16  # buckets spread over the cluster
+
+
+def test_geo_queries_match_distances_computed_here(make_job: Any, sqlite_url: str, redis_prefix: str, kystverket_path: Path) -> None:
+    job = make_job(sqlite_url, REDIS_URL, redis_prefix)
+    job.ingest(kystverket_path)
+    latest = {m: p[-1] for m, p in independent_tracks(kystverket_path).items() if p[-1][2] is not None}
+    centre, radius = (59.9, 10.7), 60.0  # Oslofjord
+    distances = {m: haversine_km(*centre, p[2], p[3]) for m, p in latest.items()}
+    must = {m for m, d in distances.items() if d < radius * 0.995}
+    may = {m for m, d in distances.items() if d <= radius * 1.005}  # Redis's own earth radius and geohash
+    assert must, "the capture has vessels near Oslo"
+    with job.client() as client:
+        found = client.nearby(*centre, radius_km=radius, limit=10_000)
+        assert must <= {s.mmsi for s in found} <= may
+        for state in found:
+            assert state.distance_km == pytest.approx(distances[state.mmsi], rel=0.005)
+        assert [s.distance_km for s in found] == sorted(s.distance_km for s in found)
+        south, west, north, east = 59.0, 10.0, 60.0, 11.0
+        boxed = {s.mmsi for s in client.in_box(south, west, north, east)}
+        assert boxed == {m for m, p in latest.items() if south <= p[2] <= north and west <= p[3] <= east}
+    sql_job = make_job(sqlite_url)  # the same query answered by SQL alone
+    with sql_job.client() as client:
+        assert must <= {s.mmsi for s in client.nearby(*centre, radius_km=radius, limit=10_000)} <= may
+
+
+def test_capped_update_stream(redis_prefix: str, kystverket_path: Path) -> None:
+    sink = RedisSink(REDIS_URL, prefix=redis_prefix, stream_maxlen=50)
+    for batch in decoded_batches(kystverket_path):
+        sink.write(batch)
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    length = client.xlen(RedisKeys(redis_prefix).updates)
+    assert 50 <= length < 200  # MAXLEN ~ trims in whole macro-nodes
+    newest = client.xrevrange(RedisKeys(redis_prefix).updates, count=1)[0][1]
+    assert int(newest["mmsi"]) > 0
+
+
+def test_soft_delete_restore_and_purge(make_job: Any, postgres_url: str, redis_prefix: str, kystverket_path: Path) -> None:
+    job = make_job(postgres_url, REDIS_URL, redis_prefix)
+    job.ingest(kystverket_path)
+    tracks = independent_tracks(kystverket_path)
+    mmsi = max(tracks, key=lambda m: len(tracks[m]))
+    lat, lon = tracks[mmsi][-1][2], tracks[mmsi][-1][3]
+    settings = job.settings().model_copy(update={"admin_token": "t0ken"})
+    from breakwater import AdminAuthError, Client
+
+    with Client(settings) as client:
+        with pytest.raises(AdminAuthError):
+            client.delete_vessel(mmsi, admin_token="wrong")
+        assert client.delete_vessel(mmsi, admin_token="t0ken")
+        assert client.latest(mmsi) is None and client.track(mmsi) == [] and client.vessel(mmsi) is None
+        assert mmsi not in {s.mmsi for s in client.nearby(lat, lon, 1.0)}
+        assert client.counts().deleted_vessels == 1
+        assert client.restore_vessel(mmsi, admin_token="t0ken")
+        assert len(client.track(mmsi)) == len(tracks[mmsi])
+        assert client.latest(mmsi) is not None
+        client.delete_vessel(mmsi, admin_token="t0ken")
+        with pytest.raises(ValueError, match="confirm"):
+            client.purge_deleted(confirm=False, admin_token="t0ken")
+        removed = client.purge_deleted(confirm=True, admin_token="t0ken")
+        assert removed["positions"] == len(tracks[mmsi])
+        assert removed["redis_vessels"] == 1
+        assert client.counts().deleted_vessels == 0
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT count(*) FROM positions WHERE mmsi = %s", (mmsi,)).fetchone() == (0,)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_schema_upgrade_from_the_previous_version_keeps_every_row(database: str, request: pytest.FixtureRequest, sqlite_url: str, kystverket_path: Path) -> None:
+    from breakwater.stores.engine import make_engine
+
+    url = sqlite_url if database == "sqlite" else request.getfixturevalue("postgres_url")
+    engine = make_engine(url)
+    assert schema.migrate(engine, target=1) == (0, 1)
+    v1 = schema.define_tables(v1_meta := __import__("sqlalchemy").MetaData(), 1)
+    assert "deleted_at" not in v1["vessels"].c and v1_meta is not None
+    rows = [
+        {"mmsi": 257000000 + i, "received_at": 1_565_218_798_000 + i, "digest": i, "msg_type": 1, "lat": 59.0, "lon": 10.0}
+        for i in range(100)
+    ]
+    with engine.begin() as conn:
+        conn.execute(v1["positions"].insert(), rows)
+        conn.execute(v1["vessels"].insert(), [{"mmsi": 257000001, "name": "OLD ROW"}])
+    assert schema.migrate(engine) == (1, 2)
+    assert schema.migrate(engine) == (2, 2)  # a second start changes nothing
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(schema.positions)).scalar_one() == 100
+        vessel = conn.execute(select(schema.vessels)).mappings().one()
+        assert vessel["name"] == "OLD ROW" and vessel["deleted_at"] is None
+        assert conn.execute(text("SELECT version FROM breakwater_schema")).scalar_one() == 2
+    # and the upgraded database takes writes
+    sink = SqlSink(url, engine=engine)
+    assert sink.write(decoded_batches(kystverket_path)[0]).written > 0
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "setting"),
+    [
+        ("--redis-url", "redis://127.0.0.1:1/0", "BREAKWATER_REDIS_URL (--redis-url)"),
+        ("--database-url", "postgresql://postgres:s3cret@127.0.0.1:1/x", "BREAKWATER_DATABASE_URL (--database-url)"),
+        ("--redis-url", "redis//no-scheme", "BREAKWATER_REDIS_URL (--redis-url)"),
+    ],
+)
+def test_an_unreachable_or_malformed_store_stops_the_job_with_one_line(
+    flag: str, value: str, setting: str, kystverket_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from jobs.ingest import main
+
+    args = [str(kystverket_path), "--database-url", sqlite_url, flag, value, "--metrics-port", "0"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"breakwater: {setting}: ")
+    assert len(err.splitlines()) == 1
+    assert "s3cret" not in err
