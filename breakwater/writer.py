@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from breakwater import accounting as acc
 from breakwater.breaker import counts_as_failure
 from breakwater.dead_letters import BREAKER_OPEN_ERROR, EnqueueResult, Failure
-from breakwater.errors import PoisonRecord, StoreError
+from breakwater.errors import PoisonRecord, StoreError, StoreUnavailable
 from breakwater.gate import SinkGate, Verdict
 from breakwater.metrics import E2E_LATENCY, MetricDelta, MetricsBuffer
 from breakwater.reports import ReportBatch
@@ -145,7 +145,7 @@ class ShardWriter:
             return
         started = time.perf_counter()
         try:
-            result = sink.write(part)
+            result = self._call(sink, part)
         except StoreError as error:
             duration = time.perf_counter() - started
             gate.record(decision, ok=not counts_as_failure(error), duration_s=duration, error=_describe(error))
@@ -161,6 +161,18 @@ class ShardWriter:
         self.metrics.observe("ais_sink_write_seconds", duration, sink=sink.name)
         self._count(sink.name, result, report)
 
+    @staticmethod
+    def _call(sink: Sink, part: ReportBatch) -> WriteResult:
+        """A sink's write; an error a store did not classify is taken as the store failing,
+        so its records wait in the dead-letter queue instead of failing the whole job."""
+        try:
+            return sink.write(part)
+        except StoreError:
+            raise
+        except Exception as error:
+            log.exception("%s raised an unexpected error; treating the sink as failing", sink.name)
+            raise StoreUnavailable(sink.name, f"{type(error).__name__}: {error}") from error
+
     def _isolate_poison(
         self, sink: Sink, part: ReportBatch, batch_id: str, report: WriteReport, failure: Failure
     ) -> None:
@@ -174,7 +186,7 @@ class ShardWriter:
             if not len(piece):
                 continue
             try:
-                result = sink.write(piece)
+                result = self._call(sink, piece)
             except PoisonRecord as error:
                 if len(piece) == 1:
                     bad = Failure("PoisonRecord", str(error), failure.breaker, self.clock(), False)

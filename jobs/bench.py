@@ -31,6 +31,7 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -160,14 +161,17 @@ def _role(proc: psutil.Process, root_pid: int) -> str:
 
 
 class RssSampler(threading.Thread):
-    """Peak RSS summed over a process, its descendants, and Ray processes (ray::, raylet,
-    gcs_server) of this user that appeared after it started."""
+    """Peak RSS summed over a process, its descendants, and the Ray processes (ray::, raylet,
+    gcs_server) that carry `marker` as their RAY_TMPDIR, i.e. belong to this run's cluster.
 
-    def __init__(self, pid: int, interval_s: float = 0.2) -> None:
+    The marker matters on a shared machine: other sessions' Ray processes run as the same
+    user, and only this run's may be counted, or ended if they outlive their driver."""
+
+    def __init__(self, pid: int, interval_s: float = 0.2, *, marker: str | None = None) -> None:
         super().__init__(name="rss-sampler", daemon=True)
         self.root = psutil.Process(pid)
         self.interval_s = interval_s
-        self.uid = os.getuid()
+        self.marker = marker
         self.before = {p.pid for p in psutil.process_iter()}
         self.stop = threading.Event()
         self.peak_bytes = 0
@@ -175,23 +179,36 @@ class RssSampler(threading.Thread):
         self.peak_by_role: dict[str, int] = {}
         self.peak_processes = 0
         self.samples = 0
-        self.seen: set[int] = set()
+        self.seen: dict[int, psutil.Process] = {}
+        self._foreign: set[int] = set()  # Ray processes of other clusters
+
+    def ours(self, proc: psutil.Process) -> bool:
+        """True for a process of this run's Ray cluster (by its RAY_TMPDIR)."""
+        if self.marker is None:
+            return False
+        try:
+            return proc.environ().get("RAY_TMPDIR") == self.marker
+        except psutil.Error:
+            return False
 
     def _processes(self) -> dict[int, psutil.Process]:
         procs = {self.root.pid: self.root}
         with suppress(psutil.Error):
             procs.update({p.pid: p for p in self.root.children(recursive=True)})
-        for p in psutil.process_iter(["cmdline", "uids"]):
-            if (
-                p.pid in procs
-                or p.pid in self.before
-                or p.info["uids"] is None
-                or p.info["uids"].real != self.uid
-            ):
+        if self.marker is None:
+            return procs
+        for p in psutil.process_iter(["cmdline"]):
+            if p.pid in procs or p.pid in self.before or p.pid in self._foreign:
+                continue
+            if p.pid in self.seen:
+                procs[p.pid] = self.seen[p.pid]
                 continue
             cmd = " ".join(p.info["cmdline"] or ())
             if any(pattern in cmd for pattern in RAY_PATTERNS):
-                procs[p.pid] = p
+                if self.ours(p):
+                    procs[p.pid] = p
+                else:
+                    self._foreign.add(p.pid)
         return procs
 
     def sample(self) -> None:
@@ -223,19 +240,26 @@ class RssSampler(threading.Thread):
         return total
 
     def run(self) -> None:
+        # Until the child has exec'd, its memory is (a copy of) the bench's: don't count it.
+        own = psutil.Process().cmdline()
+        while not self.stop.is_set():
+            with suppress(psutil.Error):
+                if self.root.cmdline() != own:
+                    break
+            self.stop.wait(0.005)
         while not self.stop.is_set():
             with suppress(psutil.Error):
                 self.sample()
             self.stop.wait(self.interval_s)
 
     def alive(self) -> list[psutil.Process]:
-        """Processes seen during the run that still exist (should be none after the job)."""
+        """This run's Ray processes that still exist (there should be none after the job).
+        The same Process objects as sampled, so a reused pid is never mistaken for one."""
         out = []
-        for pid in self.seen:
+        for proc in self.seen.values():
             with suppress(psutil.Error):
-                p = psutil.Process(pid)
-                if p.status() != psutil.STATUS_ZOMBIE:
-                    out.append(p)
+                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE and self.ours(proc):
+                    out.append(proc)
         return out
 
 
@@ -359,6 +383,7 @@ def run_plain(
     cmd = [sys.executable, "-m", "jobs.plain_script", str(corpus)]
     if database_url and redis_url:
         cmd += ["--database-url", database_url, "--redis-url", redis_url, "--redis-prefix", prefix]
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(tmp), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     sampler = RssSampler(proc.pid, 0.2)
@@ -374,7 +399,12 @@ def run_plain(
     if proc.returncode != 0:
         return {"exit_code": proc.returncode, "wall_s": round(wall, 3), "stderr_tail": err.decode()[-3000:]}
     result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
-    result.update(exit_code=0, wall_s=round(wall, 3), sampled_peak_rss_bytes=sampler.peak_bytes)
+    result.update(
+        exit_code=0,
+        wall_s=round(wall, 3),
+        sampled_peak_rss_bytes=sampler.peak_bytes,
+        load_average_before=load_before,
+    )
     return result
 
 
@@ -421,7 +451,7 @@ def run_breakwater(
     started = time.perf_counter()
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(tmp), stdout=out, stderr=err)
-        sampler = RssSampler(proc.pid)
+        sampler = RssSampler(proc.pid, marker=_env(tmp)["RAY_TMPDIR"])
         poller = MetricsPoller(port, started, on_tick)
         sampler.start()
         poller.start()
@@ -445,6 +475,8 @@ def run_breakwater(
         "exit_code": code,
         "wall_s": round(wall, 3),
         "load_average_before": load_before,
+        "load_average_after": os.getloadavg()[0],
+        "other_ray_processes_seen": len(sampler._foreign),
         "peak_rss_bytes": sampler.peak_bytes,
         "peak_pss_bytes": sampler.peak_pss_bytes,
         "peak_rss_by_role": sampler.peak_by_role,
@@ -474,6 +506,7 @@ def run_breakwater(
             wall_msgs_per_s=round(summary["messages_decoded"] / wall, 1) if wall else 0.0,
             startup_and_shutdown_s=round(wall - elapsed, 3),
         )
+    result.update(warm_rate(poller.timeline))
     last = poller.timeline[-1] if poller.timeline else {}
     result.update({f"latency_{q}_ms": _round(last.get(f"{q}_ms")) for q in ("p50", "p95", "p99")})
     if poller.last_text:
@@ -481,13 +514,26 @@ def run_breakwater(
     return result
 
 
+def warm_rate(timeline: list[dict[str, float]]) -> dict[str, float | None]:
+    """The rate once the first messages are through (workers started and warm): from the first
+    sample with messages to the first one with the final count. Metrics arrive about once a
+    second, so on a short run this is coarse."""
+    done = [p for p in timeline if p["messages"] > 0]
+    if not done:
+        return {"first_message_s": None, "warm_msgs_per_s": None}
+    final = next(p for p in done if p["messages"] == done[-1]["messages"])
+    span = final["t"] - done[0]["t"]
+    rate = (final["messages"] - done[0]["messages"]) / span if span > 0 else None
+    return {"first_message_s": done[0]["t"], "warm_msgs_per_s": None if rate is None else round(rate, 1)}
+
+
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
 def _reap(sampler: RssSampler) -> list[str]:
-    """Ray processes of the run still alive after its driver exited: wait for them a little,
-    then end them (they were started by this run, and only those are touched)."""
+    """Ray processes of this run still alive after its driver exited: wait for them a little,
+    then end them. Only processes with this run's RAY_TMPDIR are touched."""
     deadline = time.monotonic() + 15
     alive = sampler.alive()
     while alive and time.monotonic() < deadline:
@@ -520,12 +566,18 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a and b else None
 
 
-def scenario_throughput(ctx: Context, corpus: Path, corpus_info: dict[str, Any]) -> dict[str, Any]:
-    log("decode only (pyais, one process)")
+def _median(values: list[Any]) -> Any:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def _throughput_round(ctx: Context, corpus: Path, r: int) -> dict[str, dict[str, Any]]:
+    """One run of each contender, each on fresh scratch stores."""
+    log(f"round {r + 1}: decode only (pyais, one process)")
     decode = run_plain(corpus, ctx.tmp, timeout_s=ctx.timeout_s)
     log(f"  {decode.get('msgs_per_s')} msg/s")
-    log("plain script (pyais + Redis pipeline + PostgreSQL COPY, one process)")
-    db, prefix = ctx.scratch.database("plain"), ctx.scratch.prefix("plain")
+    log(f"round {r + 1}: plain script (pyais + Redis pipeline + PostgreSQL COPY, one process)")
+    db, prefix = ctx.scratch.database(f"plain{r}"), ctx.scratch.prefix(f"plain{r}")
     plain = run_plain(
         corpus,
         ctx.tmp,
@@ -536,12 +588,12 @@ def scenario_throughput(ctx: Context, corpus: Path, corpus_info: dict[str, Any])
     )
     plain["stores"] = ctx.scratch.contents(db, prefix)
     log(f"  {plain.get('msgs_per_s')} msg/s")
-    log("Breakwater ingest job (Ray, both sinks, breakers, DLQ, metrics)")
-    db, prefix = ctx.scratch.database("bw"), ctx.scratch.prefix("bw")
+    log(f"round {r + 1}: Breakwater ingest job (Ray, both sinks, breakers, DLQ, metrics)")
+    db, prefix = ctx.scratch.database(f"bw{r}"), ctx.scratch.prefix(f"bw{r}")
     bw = run_breakwater(
         corpus,
         ctx.tmp,
-        "throughput",
+        f"throughput{r}",
         database_url=db,
         redis_url=ctx.scratch.redis_url,
         prefix=prefix,
@@ -550,30 +602,44 @@ def scenario_throughput(ctx: Context, corpus: Path, corpus_info: dict[str, Any])
     )
     bw["stores"] = ctx.scratch.contents(db, prefix)
     log(f"  exit {bw['exit_code']}, {bw.get('msgs_per_s')} msg/s steady, wall {bw['wall_s']} s")
-    ctx.reference_stores = bw["stores"]
+    ctx.reference_stores = ctx.reference_stores or bw["stores"]
+    return {"decode_only": decode, "plain_script": plain, "breakwater": bw}
+
+
+def scenario_throughput(ctx: Context, corpus: Path, corpus_info: dict[str, Any]) -> dict[str, Any]:
+    """The three contenders, `ctx.repeat` rounds; the headline numbers are medians."""
+    rounds = [_throughput_round(ctx, corpus, r) for r in range(ctx.repeat)]
+
+    def med(run: str, key: str) -> Any:
+        return _median([x[run].get(key) for x in rounds])
+
+    decode, plain, bw = (med(run, "msgs_per_s") for run in ("decode_only", "plain_script", "breakwater"))
     return {
         "corpus": corpus_info,
-        "decode_only_msgs_per_s": decode.get("msgs_per_s"),
-        "plain_script_msgs_per_s": plain.get("msgs_per_s"),
-        "breakwater_msgs_per_s": bw.get("msgs_per_s"),
-        "breakwater_wall_msgs_per_s": bw.get("wall_msgs_per_s"),
-        "ratio_vs_plain": _ratio(bw.get("msgs_per_s"), plain.get("msgs_per_s")),
-        "ratio_vs_decode": _ratio(bw.get("msgs_per_s"), decode.get("msgs_per_s")),
-        "peak_rss_bytes": bw.get("peak_rss_bytes"),
-        "peak_pss_bytes": bw.get("peak_pss_bytes"),
-        "plain_script_peak_rss_bytes": plain.get("peak_rss_bytes"),
-        "decode_only_peak_rss_bytes": decode.get("peak_rss_bytes"),
-        "latency_p50_ms": bw.get("latency_p50_ms"),
-        "latency_p95_ms": bw.get("latency_p95_ms"),
-        "latency_p99_ms": bw.get("latency_p99_ms"),
-        "wall_s": {
-            "decode_only": decode.get("wall_s"),
-            "plain_script": plain.get("wall_s"),
-            "breakwater": bw.get("wall_s"),
+        "rounds": ctx.repeat,
+        "decode_only_msgs_per_s": decode,
+        "plain_script_msgs_per_s": plain,
+        "breakwater_msgs_per_s": bw,
+        "breakwater_warm_msgs_per_s": med("breakwater", "warm_msgs_per_s"),
+        "breakwater_wall_msgs_per_s": med("breakwater", "wall_msgs_per_s"),
+        "ratio_vs_plain": _ratio(bw, plain),
+        "ratio_vs_decode": _ratio(bw, decode),
+        "peak_rss_bytes": med("breakwater", "peak_rss_bytes"),
+        "peak_pss_bytes": med("breakwater", "peak_pss_bytes"),
+        "plain_script_peak_rss_bytes": med("plain_script", "peak_rss_bytes"),
+        "decode_only_peak_rss_bytes": med("decode_only", "peak_rss_bytes"),
+        "latency_p50_ms": med("breakwater", "latency_p50_ms"),
+        "latency_p95_ms": med("breakwater", "latency_p95_ms"),
+        "latency_p99_ms": med("breakwater", "latency_p99_ms"),
+        "wall_s": {run: med(run, "wall_s") for run in ("decode_only", "plain_script", "breakwater")},
+        "breakwater_elapsed_s": med("breakwater", "elapsed_s"),
+        "breakwater_startup_and_shutdown_s": med("breakwater", "startup_and_shutdown_s"),
+        "breakwater_first_message_s": med("breakwater", "first_message_s"),
+        "per_round_msgs_per_s": {
+            run: [x[run].get("msgs_per_s") for x in rounds]
+            for run in ("decode_only", "plain_script", "breakwater")
         },
-        "breakwater_elapsed_s": bw.get("elapsed_s"),
-        "breakwater_startup_and_shutdown_s": bw.get("startup_and_shutdown_s"),
-        "runs": {"decode_only": decode, "plain_script": plain, "breakwater": bw},
+        "runs": rounds[0] if len(rounds) == 1 else {f"round{i + 1}": x for i, x in enumerate(rounds)},
     }
 
 
@@ -679,6 +745,22 @@ def scenario_outage(
 ) -> dict[str, Any]:
     from jobs.fault_proxy import FaultProxy
 
+    if ctx.reference_stores is None:
+        # What the stores hold after the same corpus without an outage, to compare with.
+        log("Breakwater without an outage, for reference")
+        db, prefix = ctx.scratch.database("ref"), ctx.scratch.prefix("ref")
+        ref = run_breakwater(
+            corpus,
+            ctx.tmp,
+            "reference",
+            database_url=db,
+            redis_url=ctx.scratch.redis_url,
+            prefix=prefix,
+            extra=ctx.ingest_args,
+            timeout_s=ctx.timeout_s,
+        )
+        ctx.reference_stores = ctx.scratch.contents(db, prefix)
+        log(f"  exit {ref['exit_code']}, {ref.get('msgs_per_s')} msg/s steady")
     target = urlsplit(ctx.scratch.redis_url)
     db, prefix = ctx.scratch.database("outage"), ctx.scratch.prefix("outage")
     with FaultProxy((target.hostname or "127.0.0.1", target.port or 6379)) as proxy:
@@ -790,6 +872,7 @@ class Context:
         self.outage_s = args.outage_s
         self.outage_at = args.outage_at
         self.reset_timeout_s = args.reset_timeout_s
+        self.repeat = args.repeat
         self.reference_stores: dict[str, Any] | None = None
 
 
@@ -832,6 +915,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lines", type=int, default=200_000, help="corpus lines, default 200000")
     p.add_argument(
         "--memory-lines", type=int, help="N of the memory scenario (default --lines); it also runs 10 x N"
+    )
+    p.add_argument(
+        "--repeat", type=int, default=1, help="rounds of the throughput scenario (medians reported)"
     )
     p.add_argument("--json", type=Path, help="write the results here as JSON")
     p.add_argument(

@@ -15,6 +15,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -115,8 +116,9 @@ def run(settings: Any, sources: list[Any], args: argparse.Namespace) -> int:
         log.warning("signal %d: finishing the batches in flight, then stopping", signum)
         ingest.stop.set()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
     if sys.stdout.isatty() and not args.no_progress:
         with _Progress() as progress:
             ingest.on_progress = progress.update

@@ -14,9 +14,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, Engine, Table, case, event, func, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from breakwater.errors import PoisonRecord, StoreError, StoreUnavailable
@@ -50,14 +51,17 @@ def _db_column(field: str) -> str:
 
 
 def classify_sql_error(sink: str, error: BaseException) -> StoreError:
-    """Tell a store that is down (retry later) from data it refuses (a poison record)."""
+    """Tell a store that is down (retry later) from data it refuses (a poison record).
+
+    PostgreSQL says which by the class of its SQLSTATE (psycopg errors carry it, raw on the
+    COPY path, wrapped by SQLAlchemy elsewhere); SQLite only by the error's type."""
     message = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
-    if isinstance(error, DBAPIError):
-        sqlstate = getattr(error.orig, "sqlstate", None)
-        if sqlstate and sqlstate[:2] in _POISON_SQLSTATE_CLASSES:
-            return PoisonRecord(sink, f"{type(error.orig).__name__} [{sqlstate}]: {message}")
-        if sqlstate is None and type(error).__name__ in ("IntegrityError", "DataError"):
-            return PoisonRecord(sink, message)
+    driver_error = error.orig if isinstance(error, DBAPIError) else error
+    sqlstate = getattr(driver_error, "sqlstate", None)
+    if sqlstate and sqlstate[:2] in _POISON_SQLSTATE_CLASSES:
+        return PoisonRecord(sink, f"{type(driver_error).__name__} [{sqlstate}]: {message}")
+    if sqlstate is None and isinstance(error, IntegrityError | DataError):
+        return PoisonRecord(sink, message)
     if isinstance(error, PoolTimeout):
         return StoreUnavailable(sink, f"no connection within the timeout: {message}")
     return StoreUnavailable(sink, message)
@@ -93,7 +97,7 @@ class SqlSink:
                     result = self._write_sqlite(conn, batch)
                 self._upsert_vessels(conn, batch.statics, batch.source)
             return result
-        except (SQLAlchemyError, OSError) as e:
+        except (SQLAlchemyError, psycopg.Error, OSError) as e:
             raise classify_sql_error(self.name, e) from e
 
     # -- SQLite: executemany with plain tuples ------------------------------------------------
