@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from breakwater.breaker import BreakerConfig, BreakerState, BreakerView, CallOutcome, CircuitBreaker
 from breakwater.admin import AdminGuard
+from breakwater.breaker import BreakerConfig, BreakerState, BreakerView, CallOutcome, CircuitBreaker
 from breakwater.journal import Snapshots
 from breakwater.metrics import MetricsBuffer
 

@@ -42,32 +42,28 @@ def writer_name(job_id: str, shard: int) -> str:
 
 
 def _singleton(cls: type, name: str, settings: Settings, **options: Any) -> Any:
-    return (
-        ray.remote(cls)
-        .options(
-            name=name,
-            namespace=settings.namespace,
-            lifetime="detached",
-            get_if_exists=True,
-            num_cpus=0,
-            max_restarts=-1,
-            max_task_retries=-1,
-            **options,
-        )
+    return ray.remote(cls).options(
+        name=name,
+        namespace=settings.namespace,
+        lifetime="detached",
+        get_if_exists=True,
+        num_cpus=0,
+        max_restarts=-1,
+        max_task_retries=-1,
+        **options,
     )
 
 
 def metrics_actor(settings: Settings) -> Any:
-    m = settings.metrics
-    token = m.token.get_secret_value() if m.token else None
+    token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
     return _singleton(MetricsActor, METRICS, settings, resources=HEAD_NODE).remote(
-        m.host, m.port, token, settings.dlq.path
+        settings.metrics_host, settings.metrics_port, token, settings.dlq.path
     )
 
 
 def dead_letter_actor(settings: Settings, metrics: Any) -> Any:
     return _singleton(DeadLetterActor, DEAD_LETTERS, settings, resources=HEAD_NODE).remote(
-        settings.dlq, settings.retry, settings.admin_token, metrics, settings.metrics.push_interval_s
+        settings.dlq, settings.retry, settings.admin_token, metrics, settings.metrics_push_interval_s
     )
 
 
@@ -83,7 +79,9 @@ def scheduler_actor(settings: Settings, breakers: dict[str, Any], dead_letters: 
     )
 
 
-def writer_actor(settings: Settings, job_id: str, shard: int, breakers: dict[str, Any], dead_letters: Any, metrics: Any) -> Any:
+def writer_actor(
+    settings: Settings, job_id: str, shard: int, breakers: dict[str, Any], dead_letters: Any, metrics: Any
+) -> Any:
     return (
         ray.remote(WriterActor)
         .options(

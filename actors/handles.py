@@ -75,7 +75,6 @@ class BreakerHandle:
         return ray.get(self.actor.status.remote())  # type: ignore[no-any-return]
 
 
-
 class DeadLetterHandle:
     def __init__(self, actor: Any) -> None:
         self.actor = actor
@@ -151,8 +150,8 @@ class Services:
     def start(cls, settings: Settings, *, scheduler: bool | None = None) -> Services:
         metrics = MetricsHandle(factory.metrics_actor(settings))
         endpoint = metrics.endpoint()
-        if settings.metrics.port is not None and endpoint.get("error"):
-            raise ConfigError("BREAKWATER_METRICS__PORT (--metrics-port)", endpoint["error"])
+        if settings.metrics_port is not None and endpoint.get("error"):
+            raise ConfigError("BREAKWATER_METRICS_PORT (--metrics-port)", endpoint["error"])
         dead_letters = DeadLetterHandle(factory.dead_letter_actor(settings, metrics))
         journal = dead_letters.path()
         if journal != str(settings.dlq.path):
@@ -181,7 +180,9 @@ class Services:
             actor = factory.find(factory.breaker_name(sink), ns)
             if actor is not None:
                 breakers[sink] = BreakerHandle(actor)
-        return cls(settings, MetricsHandle(metrics), DeadLetterHandle(dlq), breakers, factory.find(factory.SCHEDULER, ns))
+        return cls(
+            settings, MetricsHandle(metrics), DeadLetterHandle(dlq), breakers, factory.find(factory.SCHEDULER, ns)
+        )
 
     def drain_now(self, *, force: bool = False, sink: str | None = None) -> dict[str, int]:
         if self.scheduler is None:
@@ -209,9 +210,7 @@ class RayCluster:
         self.job_id = job_id
         self.sinks = sink_names(self.settings)
         self.writers = [
-            factory.writer_actor(
-                self.settings, job_id, i, services.breakers, services.dead_letters, services.metrics
-            )
+            factory.writer_actor(self.settings, job_id, i, services.breakers, services.dead_letters, services.metrics)
             for i in range(self.settings.writers)
         ]
 

@@ -40,7 +40,9 @@ class ClusterOperations:
         gates = {name: SinkGate(link) for name, link in self.services.breakers.items()}
         sinks = {s.name: s for s in open_sinks(settings) if s.name in gates}
         try:
-            return dict(Drain(self.services.dead_letters, sinks, gates, settings.retry).run(force=force, only_sink=sink))
+            return dict(
+                Drain(self.services.dead_letters, sinks, gates, settings.retry).run(force=force, only_sink=sink)
+            )
         finally:
             for s in sinks.values():
                 s.close()

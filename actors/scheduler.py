@@ -24,8 +24,13 @@ class RetrySchedulerActor:
         self.settings = settings
         self.metrics = metrics
         self.buffer = MetricsBuffer()
-        gates = {name: SinkGate(link, report_interval_s=settings.breaker_report_interval_s) for name, link in breakers.items()}
-        self.drain = Drain(dead_letters, {s.name: s for s in open_sinks(settings)}, gates, settings.retry, metrics=self.buffer)
+        gates = {
+            name: SinkGate(link, report_interval_s=settings.breaker_report_interval_s)
+            for name, link in breakers.items()
+        }
+        self.drain = Drain(
+            dead_letters, {s.name: s for s in open_sinks(settings)}, gates, settings.retry, metrics=self.buffer
+        )
         self.lock = threading.Lock()
         self.stopped = threading.Event()
         self.rounds = 0

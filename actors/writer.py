@@ -14,7 +14,7 @@ from breakwater.writer import ShardWriter, WriteReport
 
 class WriterActor:
     """A `ShardWriter` with its own store connections; it ships its metrics to the metrics
-    actor at most once per `metrics.push_interval_s`, piggy-backed on writes."""
+    actor at most once per `metrics_push_interval_s`, piggy-backed on writes."""
 
     def __init__(self, settings: Settings, breakers: dict[str, Any], dead_letters: Any, metrics: Any) -> None:
         gates = {
@@ -23,7 +23,7 @@ class WriterActor:
         }
         self.writer = ShardWriter(open_sinks(settings), gates, dead_letters, job_id="")
         self.metrics = metrics
-        self.push_interval_s = settings.metrics.push_interval_s
+        self.push_interval_s = settings.metrics_push_interval_s
         self._last_push = 0.0
 
     def write(self, batch: ReportBatch, batch_id: str, job_id: str) -> WriteReport:

@@ -34,36 +34,36 @@ from breakwater.retry import RetryPolicy
 __version__ = "0.1.0"
 
 __all__ = [
-    # querying and operating
-    "Client",
-    "Settings",
-    "load_settings",
-    # what queries return
-    "OtherMessage",
-    "PositionReport",
-    "StaticReport",
-    "StoreCounts",
-    "TrackPoint",
-    "Vessel",
-    "VesselState",
+    # errors
+    "AdminAuthError",
     # reading and decoding, usable on their own
     "BatchDecoder",
-    "LineBatch",
-    "Reader",
     # resilience
     "BreakerConfig",
     "BreakerState",
+    "BreakwaterError",
     "CircuitBreaker",
+    # querying and operating
+    "Client",
+    "ConfigError",
     "DeadLetterConfig",
     "DeadLetterQueue",
-    "RetryPolicy",
-    # errors
-    "AdminAuthError",
-    "BreakwaterError",
-    "ConfigError",
+    "LineBatch",
     "NotRunningError",
+    # what queries return
+    "OtherMessage",
     "PoisonRecord",
+    "PositionReport",
+    "Reader",
+    "RetryPolicy",
+    "Settings",
     "SourceError",
+    "StaticReport",
+    "StoreCounts",
     "StoreError",
     "StoreUnavailable",
+    "TrackPoint",
+    "Vessel",
+    "VesselState",
+    "load_settings",
 ]

@@ -105,16 +105,11 @@ def conservation_errors(
         dlq = counts.get(sink(name, OUTCOME_DLQ), 0)
         tally = dead_letters.get(name, DeadLetterTally())
         if dlq != tally.total:
-            errors.append(
-                f"sink {name}: {dlq} sent to the dead-letter queue but it accounts for {tally.total}"
-            )
-        outcome = counts.get(sink(name, OUTCOME_WRITTEN), 0) + counts.get(
-            sink(name, OUTCOME_DUPLICATE), 0
-        )
+            errors.append(f"sink {name}: {dlq} sent to the dead-letter queue but it accounts for {tally.total}")
+        outcome = counts.get(sink(name, OUTCOME_WRITTEN), 0) + counts.get(sink(name, OUTCOME_DUPLICATE), 0)
         if received != outcome + dlq:
             errors.append(
-                f"sink {name}: received {received} != written + duplicates + dead-letter queue "
-                f"{outcome + dlq}"
+                f"sink {name}: received {received} != written + duplicates + dead-letter queue {outcome + dlq}"
             )
     return errors
 

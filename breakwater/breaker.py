@@ -57,13 +57,9 @@ class BreakerConfig(BaseModel):
     window_type: Literal["count", "time"] = Field("count", description="sliding window kind")
     window_size: int = Field(20, ge=1, description="calls (count window) or seconds (time window)")
     minimum_calls: int = Field(10, ge=1, description="calls in the window before a rate counts")
-    slow_call_duration_s: float | None = Field(
-        None, gt=0, description="a call slower than this counts as a failure"
-    )
+    slow_call_duration_s: float | None = Field(None, gt=0, description="a call slower than this counts as a failure")
     half_open_max_calls: int = Field(1, ge=1, description="trial permits out at once")
-    trial_timeout_s: float = Field(
-        120.0, gt=0, description="a trial permit not reported back by then is taken back"
-    )
+    trial_timeout_s: float = Field(120.0, gt=0, description="a trial permit not reported back by then is taken back")
 
     @model_validator(mode="after")
     def _window_fits_minimum(self) -> BreakerConfig:
@@ -213,8 +209,7 @@ class CircuitBreaker:
             self._consecutive_failures = self._consecutive_failures + 1 if failed else 0
             if self._consecutive_failures >= self.config.failure_threshold:
                 self._open(
-                    f"{self._consecutive_failures} consecutive failures, last: "
-                    f"{outcome.error or 'slower than allowed'}"
+                    f"{self._consecutive_failures} consecutive failures, last: {outcome.error or 'slower than allowed'}"
                 )
             return
         self._judge_rate(failed, outcome.error)
@@ -265,9 +260,7 @@ class CircuitBreaker:
         self._trial_successes = 0
         self._permits.clear()
         self._window.clear()
-        log.warning(
-            "breaker %s: %s -> %s (%s)", self.sink, previous.name, state.name, reason
-        )
+        log.warning("breaker %s: %s -> %s (%s)", self.sink, previous.name, state.name, reason)
         if self.on_transition is not None:
             self.on_transition(self, previous, reason)
 
@@ -291,6 +284,4 @@ class CircuitBreaker:
         forced = snapshot.get("forced")
         self.forced = None if forced is None else BreakerState(forced)
         self.trips = int(snapshot.get("trips", 0))
-        log.warning(
-            "breaker %s: restored as %s (epoch %d)", self.sink, self.state.name, self.epoch
-        )
+        log.warning("breaker %s: restored as %s (epoch %d)", self.sink, self.state.name, self.epoch)

@@ -64,7 +64,8 @@ def _main(
     config: Annotated[str | None, typer.Option(help="YAML or TOML settings file")] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster address for operations")] = None,
     admin_token: Annotated[
-        str | None, typer.Option(envvar="BREAKWATER_ADMIN_TOKEN", help="token for destructive operations", show_envvar=True)
+        str | None,
+        typer.Option(envvar="BREAKWATER_ADMIN_TOKEN", help="token for destructive operations", show_envvar=True),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
@@ -202,7 +203,9 @@ def restore_vessel(ctx: typer.Context, mmsi: int) -> None:
 
 
 @app.command("purge-deleted")
-def purge_deleted(ctx: typer.Context, yes: Annotated[bool, typer.Option("--yes", help="really delete")] = False) -> None:
+def purge_deleted(
+    ctx: typer.Context, yes: Annotated[bool, typer.Option("--yes", help="really delete")] = False
+) -> None:
     """Delete every row of the soft-deleted vessels for good (needs --yes and the admin token)."""
     opts = _options(ctx)
     _print(opts, opts.client().purge_deleted(confirm=yes, admin_token=opts.admin_token))
@@ -245,7 +248,9 @@ def dlq_clear(ctx: typer.Context, sink: str | None = None, yes: Annotated[bool, 
 
 
 @dlq_app.command("clear-dead")
-def dlq_clear_dead(ctx: typer.Context, sink: str | None = None, yes: Annotated[bool, typer.Option("--yes")] = False) -> None:
+def dlq_clear_dead(
+    ctx: typer.Context, sink: str | None = None, yes: Annotated[bool, typer.Option("--yes")] = False
+) -> None:
     """Delete dead records (needs --yes and the admin token)."""
     opts = _options(ctx)
     _print(opts, {"cleared": opts.client().dlq_clear_dead(confirm=yes, admin_token=opts.admin_token, sink=sink)})
@@ -266,7 +271,9 @@ def breakers(ctx: typer.Context) -> None:
 
 
 @app.command()
-def breaker(ctx: typer.Context, sink: str, state: Annotated[str, typer.Argument(help="open, closed or release")]) -> None:
+def breaker(
+    ctx: typer.Context, sink: str, state: Annotated[str, typer.Argument(help="open, closed or release")]
+) -> None:
     """Force a sink's breaker open or closed, or release it (needs the admin token)."""
     opts = _options(ctx)
     if state not in ("open", "closed", "release"):
@@ -278,7 +285,7 @@ def breaker(ctx: typer.Context, sink: str, state: Annotated[str, typer.Argument(
 def status(
     ctx: typer.Context,
     url: Annotated[str, typer.Option(help="the metrics endpoint")] = "http://127.0.0.1:9464",
-    token: Annotated[str | None, typer.Option(envvar="BREAKWATER_METRICS__TOKEN", help="bearer token")] = None,
+    token: Annotated[str | None, typer.Option(envvar="BREAKWATER_METRICS_TOKEN", help="bearer token")] = None,
     once: Annotated[bool, typer.Option(help="print once and exit")] = False,
     interval_s: Annotated[float, typer.Option(help="refresh interval")] = 2.0,
 ) -> None:

@@ -108,7 +108,9 @@ class Client:
             self.redis.set_deleted(mmsi, False)
         return restored
 
-    def purge_deleted(self, *, confirm: bool, admin_token: str | None, requested_by: str | None = None) -> dict[str, int]:
+    def purge_deleted(
+        self, *, confirm: bool, admin_token: str | None, requested_by: str | None = None
+    ) -> dict[str, int]:
         """Remove every row of every soft-deleted vessel for good. Needs `confirm=True`."""
         if not confirm:
             raise ValueError("purging deletes rows for good: pass confirm=True (--yes on the CLI)")

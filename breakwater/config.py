@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from breakwater.breaker import BreakerConfig
@@ -32,15 +32,6 @@ DEFAULT_DATABASE_URL = "sqlite:///breakwater.sqlite3"
 _PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]*$")
 
 
-class MetricsSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    host: str = Field("127.0.0.1", description="address the metrics endpoint binds to")
-    port: int | None = Field(9464, ge=0, le=65535, description="endpoint port; 0 picks a free one, None turns it off")
-    token: SecretStr | None = Field(None, description="bearer token the endpoint requires")
-    push_interval_s: float = Field(1.0, gt=0, description="how often parts ship metric deltas")
-
-
 class Settings(BaseSettings):
     """The settings of an ingest job, the retry job, the client and the CLI."""
 
@@ -52,8 +43,12 @@ class Settings(BaseSettings):
         validate_default=True,
     )
 
-    database_url: str = Field(DEFAULT_DATABASE_URL, description="history and vessels: sqlite:///path or postgresql://...")
-    redis_url: str | None = Field(None, description="latest state and geo queries: redis://host:port/db; unset for none")
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL, description="history and vessels: sqlite:///path or postgresql://..."
+    )
+    redis_url: str | None = Field(
+        None, description="latest state and geo queries: redis://host:port/db; unset for none"
+    )
     redis_prefix: str = Field("", description="key prefix for this deployment (prod:, staging:)")
     redis_buckets: int = Field(16, ge=1, le=1024, description="hash-tag buckets the vessel keys spread over")
     redis_stream_maxlen: int = Field(0, ge=0, description="capped stream of latest-state updates; 0 turns it off")
@@ -75,7 +70,12 @@ class Settings(BaseSettings):
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     scheduler: bool = Field(True, description="the ingest job starts the retry scheduler")
 
-    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    metrics_host: str = Field("127.0.0.1", description="address the metrics endpoint binds to")
+    metrics_port: int | None = Field(
+        9464, ge=0, le=65535, description="endpoint port; 0 picks a free one, none turns it off"
+    )
+    metrics_token: SecretStr | None = Field(None, description="bearer token the metrics endpoint requires")
+    metrics_push_interval_s: float = Field(1.0, gt=0, description="how often every part ships its metric deltas")
     admin_token: SecretStr | None = Field(None, description="secret that destructive admin operations require")
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import random
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -58,9 +57,7 @@ class DeadLetterConfig(BaseModel):
     dead_retention_s: float | None = Field(
         None, gt=0, description="purge dead records this long after they died; None keeps them"
     )
-    retention_warning_s: float = Field(
-        86_400.0, gt=0, description="how far ahead the expiring-soon metric looks"
-    )
+    retention_warning_s: float = Field(86_400.0, gt=0, description="how far ahead the expiring-soon metric looks")
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,13 +182,28 @@ class DeadLetterQueue:
         for kind, rows in rows_by_kind.items():
             for row in rows:
                 encoded = json.dumps(row)
-                params.append((
-                    sink, kind, _key(row), encoded, source, job_id, batch_id, status, attempts,
-                    history, failure.error, now, now, next_retry_at,
-                    now if status == DEAD else None,
-                    None if failure.transient else f"{failure.error}: {failure.message}"[:500],
-                    read_ms, len(encoded),
-                ))
+                params.append(
+                    (
+                        sink,
+                        kind,
+                        _key(row),
+                        encoded,
+                        source,
+                        job_id,
+                        batch_id,
+                        status,
+                        attempts,
+                        history,
+                        failure.error,
+                        now,
+                        now,
+                        next_retry_at,
+                        now if status == DEAD else None,
+                        None if failure.transient else f"{failure.error}: {failure.message}"[:500],
+                        read_ms,
+                        len(encoded),
+                    )
+                )
         accepted = duplicates = 0
         seen: set[tuple[str, str]] = set()
         with self._transaction():
@@ -234,9 +246,7 @@ class DeadLetterQueue:
         return [self._letter(r) for r in cur.fetchall()]
 
     def sinks_waiting(self) -> list[str]:
-        return [r[0] for r in self.db.execute(
-            "SELECT DISTINCT sink FROM dead_letters WHERE status=?", (WAITING,)
-        )]
+        return [r[0] for r in self.db.execute("SELECT DISTINCT sink FROM dead_letters WHERE status=?", (WAITING,))]
 
     def resolve(self, letters: Iterable[DeadLetter], *, written: int, duplicates: int) -> None:
         """The records were written (`written`) or found already there (`duplicates`): they
@@ -264,7 +274,7 @@ class DeadLetterQueue:
         waiting = dead = 0
         with self._transaction():
             for letter in letters:
-                history = (letter.history + [failure.as_dict()])[-_HISTORY_KEPT:]
+                history = ([*letter.history, failure.as_dict()])[-_HISTORY_KEPT:]
                 attempts = letter.attempts + (0 if failure.parked else 1)
                 if not failure.transient or attempts >= self.policy.max_attempts:
                     reason = (
@@ -275,8 +285,7 @@ class DeadLetterQueue:
                     self.db.execute(
                         "UPDATE dead_letters SET status=?, attempts=?, history=?, last_error=?, "
                         "last_failed_at=?, dead_at=?, dead_reason=? WHERE id=?",
-                        (DEAD, attempts, json.dumps(history), failure.error, now, now,
-                         reason[:500], letter.id),
+                        (DEAD, attempts, json.dumps(history), failure.error, now, now, reason[:500], letter.id),
                     )
                     dead += 1
                     continue
@@ -320,14 +329,10 @@ class DeadLetterQueue:
                     stats.oldest_failed_at = oldest
             else:
                 stats.dead += n
-        for error, n in self.db.execute(
-            "SELECT last_error, COUNT(*) FROM dead_letters GROUP BY last_error"
-        ):
+        for error, n in self.db.execute("SELECT last_error, COUNT(*) FROM dead_letters GROUP BY last_error"):
             stats.by_error[error] = n
         stats.dead_expiring_soon = self._dead_expiring_within(self.config.retention_warning_s)
-        stats.full = (
-            stats.waiting >= self.config.max_records or stats.waiting_bytes >= self.config.max_bytes
-        )
+        stats.full = stats.waiting >= self.config.max_records or stats.waiting_bytes >= self.config.max_bytes
         return stats
 
     def peek(self, n: int, *, sink: str | None = None, status: str = WAITING) -> list[DeadLetter]:
@@ -341,9 +346,7 @@ class DeadLetterQueue:
 
     def retry_now(self, sink: str | None = None) -> int:
         """Make every waiting record (of one sink) due now; returns how many."""
-        return self._update(
-            "UPDATE dead_letters SET next_retry_at=? WHERE status=?", [self.clock(), WAITING], sink
-        )
+        return self._update("UPDATE dead_letters SET next_retry_at=? WHERE status=?", [self.clock(), WAITING], sink)
 
     def clear(self, sink: str | None = None) -> int:
         """Delete waiting records (of one sink). Destructive: the caller checks the admin token."""
@@ -368,9 +371,7 @@ class DeadLetterQueue:
             return 0
         cutoff = self.clock() - self.config.dead_retention_s
         with self._transaction():
-            cur = self.db.execute(
-                "DELETE FROM dead_letters WHERE status=? AND dead_at<?", (DEAD, cutoff)
-            )
+            cur = self.db.execute("DELETE FROM dead_letters WHERE status=? AND dead_at<?", (DEAD, cutoff))
         if cur.rowcount:
             log.warning("purged %d dead letters older than the retention", cur.rowcount)
         return cur.rowcount
@@ -422,8 +423,20 @@ class DeadLetterQueue:
     @staticmethod
     def _letter(r: Sequence[Any]) -> DeadLetter:
         return DeadLetter(
-            id=r[0], sink=r[1], kind=r[2], key=r[3], row=tuple(json.loads(r[4])), source=r[5],
-            job_id=r[6], status=r[7], attempts=r[8], history=json.loads(r[9]),
-            first_failed_at=r[10], last_failed_at=r[11], next_retry_at=r[12], dead_at=r[13],
-            dead_reason=r[14], read_ms=r[15],
+            id=r[0],
+            sink=r[1],
+            kind=r[2],
+            key=r[3],
+            row=tuple(json.loads(r[4])),
+            source=r[5],
+            job_id=r[6],
+            status=r[7],
+            attempts=r[8],
+            history=json.loads(r[9]),
+            first_failed_at=r[10],
+            last_failed_at=r[11],
+            next_retry_at=r[12],
+            dead_at=r[13],
+            dead_reason=r[14],
+            read_ms=r[15],
         )

@@ -51,7 +51,7 @@ def epoch_ms(text: bytes | str) -> int | None:
         value /= 1000.0
     if not _MIN_EPOCH_S <= value <= _MAX_EPOCH_S:
         return None
-    return int(round(value * 1000))
+    return round(value * 1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,9 +136,7 @@ class BatchDecoder:
             info = self._tags[raw] = parse_tag_block(raw)
         return info
 
-    def _decode_message(
-        self, lines: list[bytes], read_ms: int, counts: Counter[str]
-    ) -> str | list[tuple[str, Any]]:
+    def _decode_message(self, lines: list[bytes], read_ms: int, counts: Counter[str]) -> str | list[tuple[str, Any]]:
         """Rows for one message, or the reason it is rejected."""
         received_ms: int | None = None
         time_source = TIME_FROM_INGEST

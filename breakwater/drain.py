@@ -126,7 +126,9 @@ class Drain:
                 result = self.sinks[name].write(batch_of(chunk))
             except StoreError as error:
                 self.gates[name].record(
-                    decision, ok=not counts_as_failure(error), duration_s=time.perf_counter() - started,
+                    decision,
+                    ok=not counts_as_failure(error),
+                    duration_s=time.perf_counter() - started,
                     error=f"{type(error).__name__}: {error}",
                 )
                 if len(chunk) > 1 and self._worth_halving(name, error):

@@ -99,9 +99,7 @@ class Snapshots:
             )
 
     def load(self, kind: str, name: str) -> dict[str, Any] | None:
-        row = self.db.execute(
-            "SELECT snapshot FROM snapshots WHERE kind=? AND name=?", (kind, name)
-        ).fetchone()
+        row = self.db.execute("SELECT snapshot FROM snapshots WHERE kind=? AND name=?", (kind, name)).fetchone()
         return None if row is None else dict(json.loads(row[0]))
 
     def close(self) -> None:

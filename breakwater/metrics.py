@@ -48,8 +48,10 @@ CATALOG: dict[str, MetricDef] = {
         MetricDef("ais_messages_processed", "counter", "AIS messages decoded into reports."),
         MetricDef("ais_reports", "counter", "Normalized reports, by kind.", ("kind",)),
         MetricDef(
-            "ais_sink_records", "counter",
-            "Reports handed to a sink, by outcome (written, duplicates, dlq).", ("sink", "outcome"),
+            "ais_sink_records",
+            "counter",
+            "Reports handed to a sink, by outcome (written, duplicates, dlq).",
+            ("sink", "outcome"),
         ),
         MetricDef("ais_messages_failed_redis", "counter", "Reports Redis did not take (error or open breaker)."),
         MetricDef("ais_messages_failed_db", "counter", "Reports the database did not take (error or open breaker)."),
@@ -64,13 +66,16 @@ CATALOG: dict[str, MetricDef] = {
         MetricDef("ais_dlq_bytes", "gauge", "Bytes of records waiting in the dead-letter queue."),
         MetricDef("ais_dlq_dead", "gauge", "Records in the dead-letter store, waiting for an operator."),
         MetricDef("ais_dlq_oldest_age_seconds", "gauge", "Age of the oldest record in the dead-letter queue."),
-        MetricDef("ais_dlq_full", "gauge", "1 while the dead-letter queue is over its limits and the reader is held back."),
+        MetricDef(
+            "ais_dlq_full", "gauge", "1 while the dead-letter queue is over its limits and the reader is held back."
+        ),
         MetricDef("ais_dlq_dead_expiring", "gauge", "Dead records the retention will purge within the warning window."),
         MetricDef("ais_latency_p50_ms", "gauge", "End-to-end latency, median over the last minute, ms."),
         MetricDef("ais_latency_p95_ms", "gauge", "End-to-end latency, 95th percentile over the last minute, ms."),
         MetricDef("ais_latency_p99_ms", "gauge", "End-to-end latency, 99th percentile over the last minute, ms."),
         MetricDef(
-            "ais_end_to_end_latency_seconds", "histogram",
+            "ais_end_to_end_latency_seconds",
+            "histogram",
             "From read (or receive) time to written in every sink, per report.",
         ),
         MetricDef("ais_sink_write_seconds", "histogram", "Duration of one batch write, per sink.", ("sink",)),
@@ -259,9 +264,7 @@ class MetricsAggregator:
         out: dict[str, Any] = {}
         for family in self.collect():
             entries = [
-                {**s.labels, "value": s.value}
-                for s in family.samples
-                if not s.name.endswith(("_bucket", "_created"))
+                {**s.labels, "value": s.value} for s in family.samples if not s.name.endswith(("_bucket", "_created"))
             ]
             if len(entries) == 1 and set(entries[0]) == {"value"}:
                 out[family.name] = entries[0]["value"]

@@ -70,7 +70,7 @@ class MetricsServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 if not server._authorized(self.headers.get("Authorization")):
                     self._reply(401, b"bearer token required\n", "text/plain", {"WWW-Authenticate": "Bearer"})
                     return
@@ -92,7 +92,7 @@ class MetricsServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 log.debug(format, *args)
 
         return Handler

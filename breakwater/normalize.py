@@ -148,9 +148,19 @@ def _class_a_position(m: Any, ms: int, digest: int, station: Any, ts: str) -> Ro
         (
             KIND_POSITION,
             (
-                m.mmsi, ms, digest, m.msg_type,
-                latitude(m.lat), longitude(m.lon), speed_tenths(m.speed), course_tenths(m.course),
-                heading(m.heading), nav_status(m.status), rate_of_turn(m.turn), station, ts,
+                m.mmsi,
+                ms,
+                digest,
+                m.msg_type,
+                latitude(m.lat),
+                longitude(m.lon),
+                speed_tenths(m.speed),
+                course_tenths(m.course),
+                heading(m.heading),
+                nav_status(m.status),
+                rate_of_turn(m.turn),
+                station,
+                ts,
             ),
         )
     ]
@@ -161,9 +171,19 @@ def _class_b_position(m: Any, ms: int, digest: int, station: Any, ts: str) -> Ro
         (
             KIND_POSITION,
             (
-                m.mmsi, ms, digest, m.msg_type,
-                latitude(m.lat), longitude(m.lon), speed_tenths(m.speed), course_tenths(m.course),
-                heading(m.heading), None, None, station, ts,
+                m.mmsi,
+                ms,
+                digest,
+                m.msg_type,
+                latitude(m.lat),
+                longitude(m.lon),
+                speed_tenths(m.speed),
+                course_tenths(m.course),
+                heading(m.heading),
+                None,
+                None,
+                station,
+                ts,
             ),
         )
     ]
@@ -172,11 +192,23 @@ def _class_b_position(m: Any, ms: int, digest: int, station: Any, ts: str) -> Ro
 def _class_b_extended(m: Any, ms: int, digest: int, station: Any, ts: str) -> Rows:
     """Type 19 carries a position and the vessel's name, type and size: two rows."""
     static = (
-        m.mmsi, ms, digest, m.msg_type,
-        None, None, text(m.shipname), positive_or_none(m.ship_type),
-        positive_or_none(m.to_bow), positive_or_none(m.to_stern),
-        positive_or_none(m.to_port), positive_or_none(m.to_starboard),
-        None, None, None, station, ts,
+        m.mmsi,
+        ms,
+        digest,
+        m.msg_type,
+        None,
+        None,
+        text(m.shipname),
+        positive_or_none(m.ship_type),
+        positive_or_none(m.to_bow),
+        positive_or_none(m.to_stern),
+        positive_or_none(m.to_port),
+        positive_or_none(m.to_starboard),
+        None,
+        None,
+        None,
+        station,
+        ts,
     )
     return [*_class_b_position(m, ms, digest, station, ts), (KIND_STATIC, static)]
 
@@ -189,10 +221,19 @@ def _long_range_position(m: Any, ms: int, digest: int, station: Any, ts: str) ->
         (
             KIND_POSITION,
             (
-                m.mmsi, ms, digest, m.msg_type,
-                latitude(m.lat), longitude(m.lon),
-                None if speed is None else float(speed), None if course is None else float(course),
-                None, nav_status(m.status), None, station, ts,
+                m.mmsi,
+                ms,
+                digest,
+                m.msg_type,
+                latitude(m.lat),
+                longitude(m.lon),
+                None if speed is None else float(speed),
+                None if course is None else float(course),
+                None,
+                nav_status(m.status),
+                None,
+                station,
+                ts,
             ),
         )
     ]
@@ -203,13 +244,23 @@ def _static_voyage(m: Any, ms: int, digest: int, station: Any, ts: str) -> Rows:
         (
             KIND_STATIC,
             (
-                m.mmsi, ms, digest, m.msg_type,
-                positive_or_none(m.imo), text(m.callsign), text(m.shipname),
+                m.mmsi,
+                ms,
+                digest,
+                m.msg_type,
+                positive_or_none(m.imo),
+                text(m.callsign),
+                text(m.shipname),
                 positive_or_none(m.ship_type),
-                positive_or_none(m.to_bow), positive_or_none(m.to_stern),
-                positive_or_none(m.to_port), positive_or_none(m.to_starboard),
-                eta(m.month, m.day, m.hour, m.minute), draught(m.draught), text(m.destination),
-                station, ts,
+                positive_or_none(m.to_bow),
+                positive_or_none(m.to_stern),
+                positive_or_none(m.to_port),
+                positive_or_none(m.to_starboard),
+                eta(m.month, m.day, m.hour, m.minute),
+                draught(m.draught),
+                text(m.destination),
+                station,
+                ts,
             ),
         )
     ]
@@ -223,7 +274,10 @@ def _static_class_b(m: Any, ms: int, digest: int, station: Any, ts: str) -> Rows
         # Part B of an auxiliary craft carries its mother ship's MMSI instead of dimensions.
         has_size = hasattr(m, "to_bow")
         fields = (
-            None, text(m.callsign), None, positive_or_none(m.ship_type),
+            None,
+            text(m.callsign),
+            None,
+            positive_or_none(m.ship_type),
             positive_or_none(m.to_bow) if has_size else None,
             positive_or_none(m.to_stern) if has_size else None,
             positive_or_none(m.to_port) if has_size else None,

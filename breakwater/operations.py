@@ -24,7 +24,11 @@ from breakwater.stores import open_sinks, sink_names
 
 log = logging.getLogger("breakwater.operations")
 
-FORCE_STATES: dict[str, BreakerState | None] = {"open": BreakerState.OPEN, "closed": BreakerState.CLOSED, "release": None}
+FORCE_STATES: dict[str, BreakerState | None] = {
+    "open": BreakerState.OPEN,
+    "closed": BreakerState.CLOSED,
+    "release": None,
+}
 
 
 class Operations(Protocol):

@@ -72,7 +72,9 @@ class _SourceThread(threading.Thread):
     """Reads sources in order, frames them, and puts batches on a bounded queue (a full queue
     stops the reading: backpressure reaches the file or the socket)."""
 
-    def __init__(self, sources: list[Source], out: queue.Queue[Any], options: ReaderOptions, stop: threading.Event) -> None:
+    def __init__(
+        self, sources: list[Source], out: queue.Queue[Any], options: ReaderOptions, stop: threading.Event
+    ) -> None:
         super().__init__(name=f"read-{sources[0].name}", daemon=True)
         self.sources = sources
         self.out = out
@@ -95,8 +97,11 @@ class _SourceThread(threading.Thread):
     def _read(self, source: Source) -> None:
         o = self.options
         reader = Reader(
-            source.name, max_lines=o.max_lines, flush_interval_s=o.flush_interval_s,
-            fragment_timeout_lines=o.fragment_timeout_lines, fragment_timeout_s=o.fragment_timeout_s,
+            source.name,
+            max_lines=o.max_lines,
+            flush_interval_s=o.flush_interval_s,
+            fragment_timeout_lines=o.fragment_timeout_lines,
+            fragment_timeout_s=o.fragment_timeout_s,
         )
         self.readers.append(reader)
         for line in source.lines(self.stop):
@@ -224,9 +229,9 @@ class Ingest:
             if delta > 0:
                 self._metrics.inc(name, delta, **labels)
                 self._pushed[key] = current.get(key, 0)
-        self._metrics.set("ais_active_connections", sum(
-            1 for t in threads for s in t.sources if s.live and s.connected
-        ))
+        self._metrics.set(
+            "ais_active_connections", sum(1 for t in threads for s in t.sources if s.live and s.connected)
+        )
         shipment = self._metrics.drain()
         if shipment:
             self.cluster.push_metrics(shipment)

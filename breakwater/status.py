@@ -25,7 +25,7 @@ def fetch(url: str, token: str | None, timeout_s: float = 5.0) -> dict[str, Any]
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 (operator's URL)
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return dict(json.load(response))
     except OSError as e:
         raise NotRunningError(f"no metrics endpoint answers at {url}: {e}") from e
@@ -44,9 +44,17 @@ def status_view(summary: dict[str, Any], rate_per_s: float | None) -> Group:
     top.add_row("messages processed", f"{_value(summary, 'ais_messages_processed'):,.0f}")
     top.add_row("throughput", "-" if rate_per_s is None else f"{rate_per_s:,.0f} msg/s")
     top.add_row("lines rejected", f"{_value(summary, 'ais_lines_rejected'):,.0f}")
-    top.add_row("failed: db / redis", f"{_value(summary, 'ais_messages_failed_db'):,.0f} / {_value(summary, 'ais_messages_failed_redis'):,.0f}")
-    top.add_row("latency p50 / p95 / p99", " / ".join(f"{_value(summary, f'ais_latency_p{q}_ms'):,.1f} ms" for q in (50, 95, 99)))
-    top.add_row("DLQ waiting / dead", f"{_value(summary, 'ais_dlq_size'):,.0f} / {_value(summary, 'ais_dlq_dead'):,.0f}")
+    top.add_row(
+        "failed: db / redis",
+        f"{_value(summary, 'ais_messages_failed_db'):,.0f} / {_value(summary, 'ais_messages_failed_redis'):,.0f}",
+    )
+    top.add_row(
+        "latency p50 / p95 / p99",
+        " / ".join(f"{_value(summary, f'ais_latency_p{q}_ms'):,.1f} ms" for q in (50, 95, 99)),
+    )
+    top.add_row(
+        "DLQ waiting / dead", f"{_value(summary, 'ais_dlq_size'):,.0f} / {_value(summary, 'ais_dlq_dead'):,.0f}"
+    )
     top.add_row("DLQ oldest", f"{_value(summary, 'ais_dlq_oldest_age_seconds'):,.0f} s")
     top.add_row("batches in flight", f"{_value(summary, 'ais_batches_in_flight'):,.0f}")
     top.add_row("feed connections", f"{_value(summary, 'ais_active_connections'):,.0f}")

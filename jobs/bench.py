@@ -14,11 +14,19 @@ Scenarios (`--scenario`, default throughput; `all` runs the three in turn):
 Every measurement gets a fresh, empty scratch database (`bw_bench_<run>_<label>`, created on the
 server of `--database-url` and dropped at the end) and a fresh Redis key prefix (deleted at the
 end), so none pays for another's rows. The corpus is made by `breakwater.corpus` from the real
-captures. Breakwater's rate is its steady state (`messages_decoded / elapsed_s` of the job's
-summary, which leaves out Ray's start-up); the wall time of the whole command is reported
-beside it. Peak memory is the RSS summed over the job's whole process tree (driver, GCS,
-raylet, workers, agents) sampled every 0.2 s; pages shared between processes (the object
-store) count once per process, so it overstates what the machine needs.
+captures. `--repeat N` runs the throughput scenario N times and reports medians: the machine
+may be shared, and each run records the load average and any other Ray cluster it saw.
+
+Breakwater's rate is `messages_decoded / elapsed_s` of the job's summary, which leaves out
+Ray's start-up but not the first decode tasks waiting for their worker processes; the "warm"
+rate (from the metrics timeline, first messages to last) leaves that out too, and the wall time
+of the whole command includes everything. Peak memory is the RSS summed over the job's whole
+process tree (driver, GCS, raylet, workers, dashboard and agents) sampled every 0.2 s; pages
+shared between processes count once per process, so the PSS sum (sampled every second) is
+reported beside it as what the machine really gave.
+
+Only this run's Ray processes are counted, or ended if they outlive their driver: they are
+found as the driver's descendants or by this run's private RAY_TMPDIR.
 """
 
 from __future__ import annotations

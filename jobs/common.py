@@ -29,7 +29,10 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--metrics-host", help="address the endpoint binds to, default 127.0.0.1")
     g.add_argument("--namespace", help="Ray namespace of Breakwater's actors, default breakwater")
     g.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="any other setting, nested with dots: --set breaker.reset_timeout_s=10",
     )
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
@@ -51,15 +54,22 @@ def _nested(pairs: list[str]) -> dict[str, Any]:
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = _nested(args.set)
-    simple = ("database_url", "redis_url", "redis_prefix", "writers", "batch_lines", "max_batches_in_flight", "namespace")
+    simple = (
+        "database_url",
+        "redis_url",
+        "redis_prefix",
+        "writers",
+        "batch_lines",
+        "max_batches_in_flight",
+        "namespace",
+        "metrics_port",
+        "metrics_host",
+    )
     for name in simple:
         if getattr(args, name, None) is not None:
             overrides[name] = getattr(args, name)
     if args.dlq_path:
         overrides.setdefault("dlq", {})["path"] = args.dlq_path
-    for flag, key in (("metrics_port", "port"), ("metrics_host", "host")):
-        if getattr(args, flag, None) is not None:
-            overrides.setdefault("metrics", {})[key] = getattr(args, flag)
     return load_settings(overrides, args.config)
 
 

@@ -106,10 +106,12 @@ def run(settings: Any, sources: list[Any], args: argparse.Namespace) -> int:
         job_id=job_id,
         max_in_flight=settings.max_batches_in_flight,
         reader=ReaderOptions(
-            settings.batch_lines, settings.flush_interval_ms / 1000,
-            settings.fragment_timeout_lines, settings.fragment_timeout_s,
+            settings.batch_lines,
+            settings.flush_interval_ms / 1000,
+            settings.fragment_timeout_lines,
+            settings.fragment_timeout_s,
         ),
-        metrics_interval_s=settings.metrics.push_interval_s,
+        metrics_interval_s=settings.metrics_push_interval_s,
     )
 
     def stop(signum: int, _frame: FrameType | None) -> None:

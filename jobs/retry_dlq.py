@@ -13,6 +13,7 @@ dead letters must still reach the stores. It takes the same store settings as th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -28,7 +29,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--force", action="store_true", help="retry every waiting record now")
     parser.add_argument("--sink", help="only this sink's records (db or redis)")
     parser.add_argument("--every", type=float, metavar="SECONDS", help="run a detached scheduler with this interval")
-    parser.add_argument("--local", action="store_true", help="drain in this process from the journal, even if a cluster runs")
+    parser.add_argument(
+        "--local", action="store_true", help="drain in this process from the journal, even if a cluster runs"
+    )
     add_settings_flags(parser)
     return parser.parse_args(argv)
 
@@ -84,10 +87,8 @@ def run_scheduler(settings: object, args: argparse.Namespace) -> int:
         print(f"retry scheduler runs detached on the cluster, every {interval:g} s")
         return EXIT_OK
     print(f"retry scheduler runs in a local cluster, every {interval:g} s; Ctrl-C stops it")
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
     return EXIT_OK
 
 

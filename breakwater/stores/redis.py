@@ -199,7 +199,9 @@ def _state_from_hash(data: dict[str, str], distance_km: float | None = None) -> 
 class RedisQueries:
     """The live picture: latest state by MMSI, and geo queries over every bucket's index."""
 
-    def __init__(self, url: str, *, prefix: str = "", buckets: int = 16, timeout_s: float = 5.0, client: Any = None) -> None:
+    def __init__(
+        self, url: str, *, prefix: str = "", buckets: int = 16, timeout_s: float = 5.0, client: Any = None
+    ) -> None:
         self.keys = RedisKeys(prefix, buckets)
         self.client = client or connect(url, timeout_s=timeout_s)
 
@@ -217,8 +219,14 @@ class RedisQueries:
         pipe = self.client.pipeline(transaction=False)
         for bucket in range(self.keys.buckets):
             pipe.geosearch(
-                self.keys.geo(bucket), longitude=lon, latitude=lat, radius=radius_km, unit="km",
-                withdist=True, sort="ASC", count=limit,
+                self.keys.geo(bucket),
+                longitude=lon,
+                latitude=lat,
+                radius=radius_km,
+                unit="km",
+                withdist=True,
+                sort="ASC",
+                count=limit,
             )
         hits: list[tuple[float | None, int]] = sorted(
             ((float(dist), int(member)) for result in pipe.execute() for member, dist in result),
@@ -237,8 +245,13 @@ class RedisQueries:
         pipe = self.client.pipeline(transaction=False)
         for bucket in range(self.keys.buckets):
             pipe.geosearch(
-                self.keys.geo(bucket), longitude=centre_lon, latitude=centre_lat,
-                width=width_km * 1.01, height=height_km * 1.01, unit="km", withcoord=True,
+                self.keys.geo(bucket),
+                longitude=centre_lon,
+                latitude=centre_lat,
+                width=width_km * 1.01,
+                height=height_km * 1.01,
+                unit="km",
+                withcoord=True,
             )
         inside = sorted(
             int(member)

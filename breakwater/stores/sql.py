@@ -91,10 +91,7 @@ class SqlSink:
     def write(self, batch: ReportBatch) -> WriteResult:
         try:
             with self.engine.begin() as conn:
-                if self.is_postgres:
-                    result = self._write_postgres(conn, batch)
-                else:
-                    result = self._write_sqlite(conn, batch)
+                result = self._write_postgres(conn, batch) if self.is_postgres else self._write_sqlite(conn, batch)
                 self._upsert_vessels(conn, batch.statics, batch.source)
             return result
         except (SQLAlchemyError, psycopg.Error, OSError) as e:
@@ -125,7 +122,7 @@ class SqlSink:
         latest = schema.latest_positions
         stmt = self._insert(latest)
         fields = [f for f in POSITION_FIELDS if f in latest.c or f == "received_ms"]
-        update = {c: stmt.excluded[c] for c in latest.c.keys() if c != "mmsi"}
+        update = {c.name: stmt.excluded[c.name] for c in latest.c if c.name != "mmsi"}
         stmt = stmt.on_conflict_do_update(
             index_elements=[latest.c.mmsi],
             set_=update,
@@ -157,13 +154,10 @@ class SqlSink:
                 with cur.copy(f"COPY {staging} ({','.join(names)}) FROM STDIN") as copy:
                     for row in rows:
                         copy.write_row(row + source)
-                select_list = ",".join(
-                    "to_timestamp(received_ms / 1000.0)" if f == "received_ms" else f for f in names
-                )
+                select_list = ",".join("to_timestamp(received_ms / 1000.0)" if f == "received_ms" else f for f in names)
                 columns = ",".join(_db_column(f) for f in names)
                 cur.execute(
-                    f"INSERT INTO {table.name} ({columns}) SELECT {select_list} FROM {staging} "
-                    "ON CONFLICT DO NOTHING"
+                    f"INSERT INTO {table.name} ({columns}) SELECT {select_list} FROM {staging} ON CONFLICT DO NOTHING"
                 )
                 written += max(cur.rowcount, 0)
                 total += len(rows)
@@ -232,18 +226,29 @@ WHERE (excluded.received_at, excluded.digest) > (latest_positions.received_at, l
 
 def _staging_ddl() -> list[str]:
     types = {
-        "mmsi": "bigint", "received_ms": "bigint", "digest": "bigint", "msg_type": "smallint",
-        "lat": "float8", "lon": "float8", "sog_kn": "float8", "cog_deg": "float8",
-        "heading_deg": "smallint", "nav_status": "smallint", "rot_deg_min": "float8",
-        "imo": "bigint", "ship_type": "smallint", "to_bow_m": "smallint", "to_stern_m": "smallint",
-        "to_port_m": "smallint", "to_starboard_m": "smallint", "draught_m": "float8",
+        "mmsi": "bigint",
+        "received_ms": "bigint",
+        "digest": "bigint",
+        "msg_type": "smallint",
+        "lat": "float8",
+        "lon": "float8",
+        "sog_kn": "float8",
+        "cog_deg": "float8",
+        "heading_deg": "smallint",
+        "nav_status": "smallint",
+        "rot_deg_min": "float8",
+        "imo": "bigint",
+        "ship_type": "smallint",
+        "to_bow_m": "smallint",
+        "to_stern_m": "smallint",
+        "to_port_m": "smallint",
+        "to_starboard_m": "smallint",
+        "draught_m": "float8",
     }
     statements = []
     for table, fields in _HISTORY.values():
         columns = ", ".join(f"{f} {types.get(f, 'text')}" for f in [*fields, "source"])
-        statements.append(
-            f"CREATE TEMP TABLE IF NOT EXISTS staging_{table.name} ({columns}) ON COMMIT DELETE ROWS"
-        )
+        statements.append(f"CREATE TEMP TABLE IF NOT EXISTS staging_{table.name} ({columns}) ON COMMIT DELETE ROWS")
     return statements
 
 

@@ -66,8 +66,14 @@ class SqlQueries:
     ) -> list[TrackPoint]:
         p = schema.positions
         query = select(
-            p.c.received_at, p.c.lat, p.c.lon, p.c.sog_kn, p.c.cog_deg, p.c.heading_deg,
-            p.c.nav_status, p.c.msg_type,
+            p.c.received_at,
+            p.c.lat,
+            p.c.lon,
+            p.c.sog_kn,
+            p.c.cog_deg,
+            p.c.heading_deg,
+            p.c.nav_status,
+            p.c.msg_type,
         ).where(p.c.mmsi == mmsi, _not_deleted(p.c.mmsi))
         if start is not None:
             query = query.where(p.c.received_at >= start)
@@ -105,16 +111,19 @@ class SqlQueries:
 
     def in_box(self, south: float, west: float, north: float, east: float, limit: int = 1000) -> list[VesselState]:
         lp = schema.latest_positions
-        lon_ok = (
-            lp.c.lon.between(west, east) if west <= east else (lp.c.lon >= west) | (lp.c.lon <= east)
-        )
+        lon_ok = lp.c.lon.between(west, east) if west <= east else (lp.c.lon >= west) | (lp.c.lon <= east)
         return self._states(and_(lp.c.lat.between(south, north), lon_ok), limit)
 
     def counts(self) -> StoreCounts:
         p, s, o, lp, v = (
-            schema.positions, schema.static_reports, schema.other_messages, schema.latest_positions, schema.vessels,
+            schema.positions,
+            schema.static_reports,
+            schema.other_messages,
+            schema.latest_positions,
+            schema.vessels,
         )
         with self.engine.connect() as conn:
+
             def scalar(q: Any) -> Any:
                 return conn.execute(q).scalar()
 
@@ -123,10 +132,14 @@ class SqlQueries:
                 static_reports=scalar(select(func.count()).select_from(s)),
                 other_messages=scalar(select(func.count()).select_from(o)),
                 vessels_with_position=scalar(select(func.count()).select_from(lp)),
-                vessels_with_static_data=scalar(select(func.count()).select_from(v).where(v.c.static_received_at.is_not(None))),
+                vessels_with_static_data=scalar(
+                    select(func.count()).select_from(v).where(v.c.static_received_at.is_not(None))
+                ),
                 deleted_vessels=scalar(select(func.count()).select_from(v).where(v.c.deleted_at.is_not(None))),
                 first_received_at=conn.execute(select(p.c.received_at).order_by(p.c.received_at).limit(1)).scalar(),
-                last_received_at=conn.execute(select(p.c.received_at).order_by(p.c.received_at.desc()).limit(1)).scalar(),
+                last_received_at=conn.execute(
+                    select(p.c.received_at).order_by(p.c.received_at.desc()).limit(1)
+                ).scalar(),
             )
 
     # -- soft delete ---------------------------------------------------------------------------

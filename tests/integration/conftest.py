@@ -19,7 +19,15 @@ def ray_cluster() -> Iterator[None]:
     import ray
 
     # address="local": never join a cluster a crashed run left behind (RAY_NOTES).
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=True, configure_logging=False)
+    # The node address is loopback, so everything the tests talk to is on 127.0.0.1.
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=True,
+        configure_logging=False,
+        _node_ip_address="127.0.0.1",
+    )
     yield
     ray.shutdown()
 
@@ -28,7 +36,9 @@ class Job:
     """Runs the ingest and retry jobs in this process against the session's cluster, each
     test in its own Ray namespace with its own dead-letter journal."""
 
-    def __init__(self, tmp_path: Path, database_url: str, redis_url: str | None = None, redis_prefix: str | None = None) -> None:
+    def __init__(
+        self, tmp_path: Path, database_url: str, redis_url: str | None = None, redis_prefix: str | None = None
+    ) -> None:
         self.tmp_path = tmp_path
         self.namespace = f"test-{uuid.uuid4().hex[:8]}"
         self.dlq_path = tmp_path / "dead-letters.sqlite3"
@@ -38,7 +48,16 @@ class Job:
         self.runs = 0
 
     def settings_args(self, *extra: str) -> list[str]:
-        args = ["--database-url", self.database_url, "--dlq-path", str(self.dlq_path), "--namespace", self.namespace, "--metrics-port", "0"]
+        args = [
+            "--database-url",
+            self.database_url,
+            "--dlq-path",
+            str(self.dlq_path),
+            "--namespace",
+            self.namespace,
+            "--metrics-port",
+            "0",
+        ]
         if self.redis_url:
             args += ["--redis-url", self.redis_url, "--redis-prefix", self.redis_prefix or ""]
         return [*args, *extra]
@@ -60,7 +79,11 @@ class Job:
     def settings(self) -> Any:
         from breakwater.config import load_settings
 
-        overrides: dict[str, Any] = {"database_url": self.database_url, "namespace": self.namespace, "dlq": {"path": self.dlq_path}}
+        overrides: dict[str, Any] = {
+            "database_url": self.database_url,
+            "namespace": self.namespace,
+            "dlq": {"path": self.dlq_path},
+        }
         if self.redis_url:
             overrides.update(redis_url=self.redis_url, redis_prefix=self.redis_prefix or "")
         return load_settings(overrides)

@@ -43,7 +43,13 @@ def table_counts(database_url: str) -> dict[str, int]:
     with engine.connect() as conn:
         counts = {
             t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
-            for t in (schema.positions, schema.static_reports, schema.other_messages, schema.vessels, schema.latest_positions)
+            for t in (
+                schema.positions,
+                schema.static_reports,
+                schema.other_messages,
+                schema.vessels,
+                schema.latest_positions,
+            )
         }
     engine.dispose()
     return counts
@@ -86,13 +92,17 @@ def test_latest_states_and_tracks_match_an_independent_decode(sqlite_job: Job, k
             assert latest is not None
             assert (latest.lat, latest.lon) == (newest[2], newest[3])
             assert latest.received_at == datetime.fromtimestamp(newest[0] / 1000, UTC)
-        window = client.track(busiest[0], start=datetime.fromtimestamp(1565218800, UTC), end=datetime.fromtimestamp(1565218805, UTC))
+        window = client.track(
+            busiest[0], start=datetime.fromtimestamp(1565218800, UTC), end=datetime.fromtimestamp(1565218805, UTC)
+        )
         assert [int(p.received_at.timestamp()) for p in window] == [
             t // 1000 for t, *_ in expected[busiest[0]] if 1565218800_000 <= t <= 1565218805_000
         ]
 
 
-def test_an_out_of_order_file_never_moves_a_latest_state_back(sqlite_job: Job, kystverket_path: Path, tmp_path: Path) -> None:
+def test_an_out_of_order_file_never_moves_a_latest_state_back(
+    sqlite_job: Job, kystverket_path: Path, tmp_path: Path
+) -> None:
     reversed_file = tmp_path / "reversed.nmea"
     lines = read_lines(kystverket_path)
     # Reverse whole messages (keep each multi-sentence group in order) so old reports come last.

@@ -28,12 +28,18 @@ from tests.integration.conftest import Job
 
 # Fast healing for tests: the breaker tries again after a second, retries back off briefly.
 FAST_SETTINGS = (
-    "--set", "breaker.reset_timeout_s=1",
-    "--set", "breaker.failure_threshold=3",
-    "--set", "retry.backoff_base_s=0.2",
-    "--set", "retry.backoff_max_s=1",
-    "--set", "metrics.push_interval_s=0.2",
-    "--set", "store_timeout_s=2",
+    "--set",
+    "breaker.reset_timeout_s=1",
+    "--set",
+    "breaker.failure_threshold=3",
+    "--set",
+    "retry.backoff_base_s=0.2",
+    "--set",
+    "retry.backoff_max_s=1",
+    "--set",
+    "metrics_push_interval_s=0.2",
+    "--set",
+    "store_timeout_s=2",
 )
 FAST = (*FAST_SETTINGS, "--set", "flush_interval_ms=100", "--batch-lines", "1000", "--no-scheduler")
 
@@ -165,12 +171,13 @@ def assert_redis_matches_sql(prefix: str, database_url: str) -> None:
     as if it had never been away."""
     live, stored = redis_latest(prefix), sql_latest(database_url)
     assert set(live) == set(stored)
-    for mmsi, (received_at, digest, lat, lon, sog) in stored.items():
+    for mmsi, (received_at, digest, lat, lon, _sog) in stored.items():
         state = live[mmsi]
         assert int(state["pos_ms"]) == round(received_at.timestamp() * 1000), mmsi
         assert int(state["pos_digest"]) == digest
         assert (state["lat"] or None, state["lon"] or None) == (
-            None if lat is None else repr(lat), None if lon is None else repr(lon)
+            None if lat is None else repr(lat),
+            None if lon is None else repr(lon),
         )
 
 
@@ -188,7 +195,8 @@ def identities(database_url: str) -> dict[tuple[Any, ...], int]:
     out (another run reads at another time)."""
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(
-            "SELECT mmsi, digest, time_source, CASE WHEN time_source = 'ingest' THEN NULL ELSE received_at END, count(*) "
+            "SELECT mmsi, digest, time_source, "
+            "CASE WHEN time_source = 'ingest' THEN NULL ELSE received_at END, count(*) "
             "FROM positions GROUP BY 1, 2, 3, 4"
         ).fetchall()
     return {tuple(r[:4]): r[4] for r in rows}
@@ -244,7 +252,9 @@ def assert_drained(job: Job, summary: dict[str, Any], sinks: list[str]) -> None:
         assert t.retried_written + t.retried_duplicates == s["dead_letter_queue"]
 
 
-def test_redis_outage_mid_ingest_heals(make_job: Any, postgres_url: str, redis_prefix: str, redis_proxy: FaultProxy, amsa_path: Path) -> None:
+def test_redis_outage_mid_ingest_heals(
+    make_job: Any, postgres_url: str, redis_prefix: str, redis_proxy: FaultProxy, amsa_path: Path
+) -> None:
     job = make_job(postgres_url, proxied(REDIS_URL, redis_proxy), redis_prefix)
     summary = run_with_outage(job, read_lines(amsa_path), [redis_proxy], ["redis"])
     assert summary["sinks"]["db"]["dead_letter_queue"] == 0
@@ -269,7 +279,12 @@ def test_postgres_outage_mid_ingest_heals(
 
 
 def test_both_stores_down_at_once(
-    make_job: Any, redis_prefix: str, postgres_proxy: FaultProxy, redis_proxy: FaultProxy, amsa_path: Path, request: pytest.FixtureRequest
+    make_job: Any,
+    redis_prefix: str,
+    postgres_proxy: FaultProxy,
+    redis_proxy: FaultProxy,
+    amsa_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     url = request.getfixturevalue("postgres_url")
     job = make_job(proxied(url, postgres_proxy), proxied(REDIS_URL, redis_proxy), redis_prefix)
@@ -281,7 +296,9 @@ def test_both_stores_down_at_once(
     assert_history_as_without_outage(make_job, request, job, url, amsa_path)
 
 
-def assert_history_as_without_outage(make_job: Any, request: pytest.FixtureRequest, job: Job, url: str, amsa_path: Path) -> None:
+def assert_history_as_without_outage(
+    make_job: Any, request: pytest.FixtureRequest, job: Job, url: str, amsa_path: Path
+) -> None:
     """The history is what a run without any outage writes, row for row (rows stamped with
     the ingest time are compared without their time: another run reads at another time)."""
     clean_url = request.getfixturevalue("postgres_url")
@@ -309,7 +326,15 @@ def test_killing_the_dead_letter_queue_and_a_writer_mid_run_loses_nothing(
     wait_until(lambda: processed(job) >= 4_000, 60, "4,000 messages processed")
     ray.kill(actor(job, "dead-letters"), no_restart=False)
     feed.send(0.5)
-    writers = wait_until(lambda: [a for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == job.namespace and a["name"].startswith("writer-")], 30, "writers")
+    writers = wait_until(
+        lambda: [
+            a
+            for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["namespace"] == job.namespace and a["name"].startswith("writer-")
+        ],
+        30,
+        "writers",
+    )
     ray.kill(ray.get_actor(writers[0]["name"], namespace=job.namespace), no_restart=False)
     feed.send(0.75)
     ray.kill(actor(job, "dead-letters"), no_restart=False)
@@ -328,6 +353,7 @@ def test_killing_the_dead_letter_queue_and_a_writer_mid_run_loses_nothing(
 @pytest.fixture
 def trigger(postgres_url: str) -> Iterator[Callable[[int, str], None]]:
     """Makes PostgreSQL refuse positions of one MMSI with a given SQLSTATE, until dropped."""
+
     def install(mmsi: int, sqlstate: str) -> None:
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute(
@@ -343,6 +369,7 @@ def trigger(postgres_url: str) -> Iterator[Callable[[int, str], None]]:
                 CREATE TRIGGER refuse_one BEFORE INSERT ON positions FOR EACH ROW EXECUTE FUNCTION refuse_one();
                 """
             )
+
     yield install
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute("DROP TRIGGER IF EXISTS refuse_one ON positions")
@@ -420,7 +447,8 @@ def test_a_restarted_breaker_actor_keeps_its_state(make_job: Any, sqlite_url: st
         # A restored breaker starts a new epoch: wait for the restarted actor to answer.
         after = wait_until(
             lambda: (status := _status_or_none(job)) and status["epoch"] > opened["epoch"] and status,
-            60, "the restarted breaker actor",
+            60,
+            "the restarted breaker actor",
         )
         assert after["state"] == "OPEN" and after["forced"]
         released = client.force_breaker("db", "release", admin_token="t0k")
@@ -440,8 +468,17 @@ def test_a_full_queue_holds_the_reader_back_until_it_drains(
     job = make_job(sqlite_url, proxied(REDIS_URL, redis_proxy), redis_prefix)
     feed = Feed(read_lines(amsa_path))
     extra = (
-        *FAST_SETTINGS, "--set", "flush_interval_ms=100", "--batch-lines", "1000", "--max-batches-in-flight", "1",
-        "--set", "dlq.max_records=500", "--set", "retry.interval_s=0.5",
+        *FAST_SETTINGS,
+        "--set",
+        "flush_interval_ms=100",
+        "--batch-lines",
+        "1000",
+        "--max-batches-in-flight",
+        "1",
+        "--set",
+        "dlq.max_records=500",
+        "--set",
+        "retry.interval_s=0.5",
     )
     running = Running(job, feed.url, extra)
     feed.send(0.02)
@@ -453,7 +490,9 @@ def test_a_full_queue_holds_the_reader_back_until_it_drains(
     held_at = processed(job)
     feed.send(0.6)
     # While full, nothing more is submitted: the processed count does not move.
-    wait_until(lambda: ray.get(metrics.summary.remote()).get("ais_batches_in_flight") == 0, 30, "in-flight batches to finish")
+    wait_until(
+        lambda: ray.get(metrics.summary.remote()).get("ais_batches_in_flight") == 0, 30, "in-flight batches to finish"
+    )
     assert processed(job) <= held_at + 1000 * 2  # at most the batches already in flight
     redis_proxy.set_mode("up")  # the scheduler drains, the reader resumes
     feed.close()

@@ -33,7 +33,10 @@ EARTH_RADIUS_KM = 6371.0088
 def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     """Written again here, not imported: the test checks Breakwater's answers independently."""
     phi1, phi2 = math.radians(lat1), math.radians(lat2)
-    a = math.sin((phi2 - phi1) / 2) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    a = (
+        math.sin((phi2 - phi1) / 2) ** 2
+        + math.cos(phi1) * math.cos(phi2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    )
     return 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(a))
 
 
@@ -102,7 +105,10 @@ def test_newer_wins_in_redis_when_two_writers_race(redis_prefix: str) -> None:
     """Two writers send the same vessel's history in opposite orders, many times over: the
     script must leave the newest position whichever write lands last."""
     mmsi = 257000123
-    rows = [(mmsi, 1_600_000_000_000 + i * 1000, i, 1, 59.0 + i / 1000, 10.0, 5.0, 90.0, 90, 0, 0.0, None, "tag_block") for i in range(200)]
+    rows = [
+        (mmsi, 1_600_000_000_000 + i * 1000, i, 1, 59.0 + i / 1000, 10.0, 5.0, 90.0, 90, 0, 0.0, None, "tag_block")
+        for i in range(200)
+    ]
     writers = [RedisSink(REDIS_URL, prefix=redis_prefix) for _ in range(2)]
 
     def send(sink: RedisSink, order: list[tuple[Any, ...]]) -> None:
@@ -124,7 +130,9 @@ def test_newer_wins_in_redis_when_two_writers_race(redis_prefix: str) -> None:
     assert writers[0].write(ReportBatch("retry", 0, positions=[rows[3]])).written == 0
 
 
-def test_two_prefixes_share_one_redis_without_touching_each_other(kystverket_path: Path, make_job: Any, sqlite_url: str, tmp_path: Path) -> None:
+def test_two_prefixes_share_one_redis_without_touching_each_other(
+    kystverket_path: Path, make_job: Any, sqlite_url: str, tmp_path: Path
+) -> None:
     client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
     prod, staging = "prodtest:", "stagingtest:"
     for prefix in (prod, staging):
@@ -138,7 +146,9 @@ def test_two_prefixes_share_one_redis_without_touching_each_other(kystverket_pat
         assert prod_keys and staging_keys and not prod_keys & staging_keys
         vessel = batches[0].positions[0][0]
         assert RedisQueries(REDIS_URL, prefix=prod).latest(vessel) is not None
-        assert RedisQueries(REDIS_URL, prefix=staging).latest(vessel) is None or vessel in {r[0] for r in batches[1].positions}
+        assert RedisQueries(REDIS_URL, prefix=staging).latest(vessel) is None or vessel in {
+            r[0] for r in batches[1].positions
+        }
     finally:
         client.delete(*prod_keys, *staging_keys)
 
@@ -154,7 +164,9 @@ def test_keys_a_script_touches_share_one_cluster_slot() -> None:
     assert len(slots) == 16  # buckets spread over the cluster
 
 
-def test_geo_queries_match_distances_computed_here(make_job: Any, sqlite_url: str, redis_prefix: str, kystverket_path: Path) -> None:
+def test_geo_queries_match_distances_computed_here(
+    make_job: Any, sqlite_url: str, redis_prefix: str, kystverket_path: Path
+) -> None:
     job = make_job(sqlite_url, REDIS_URL, redis_prefix)
     job.ingest(kystverket_path)
     latest = {m: p[-1] for m, p in independent_tracks(kystverket_path).items() if p[-1][2] is not None}
@@ -188,7 +200,9 @@ def test_capped_update_stream(redis_prefix: str, kystverket_path: Path) -> None:
     assert int(newest["mmsi"]) > 0
 
 
-def test_soft_delete_restore_and_purge(make_job: Any, postgres_url: str, redis_prefix: str, kystverket_path: Path) -> None:
+def test_soft_delete_restore_and_purge(
+    make_job: Any, postgres_url: str, redis_prefix: str, kystverket_path: Path
+) -> None:
     job = make_job(postgres_url, REDIS_URL, redis_prefix)
     job.ingest(kystverket_path)
     tracks = independent_tracks(kystverket_path)
@@ -219,7 +233,9 @@ def test_soft_delete_restore_and_purge(make_job: Any, postgres_url: str, redis_p
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
-def test_schema_upgrade_from_the_previous_version_keeps_every_row(database: str, request: pytest.FixtureRequest, sqlite_url: str, kystverket_path: Path) -> None:
+def test_schema_upgrade_from_the_previous_version_keeps_every_row(
+    database: str, request: pytest.FixtureRequest, sqlite_url: str, kystverket_path: Path
+) -> None:
     from breakwater.stores.engine import make_engine
 
     url = sqlite_url if database == "sqlite" else request.getfixturevalue("postgres_url")
@@ -228,7 +244,14 @@ def test_schema_upgrade_from_the_previous_version_keeps_every_row(database: str,
     v1 = schema.define_tables(v1_meta := __import__("sqlalchemy").MetaData(), 1)
     assert "deleted_at" not in v1["vessels"].c and v1_meta is not None
     rows = [
-        {"mmsi": 257000000 + i, "received_at": 1_565_218_798_000 + i, "digest": i, "msg_type": 1, "lat": 59.0, "lon": 10.0}
+        {
+            "mmsi": 257000000 + i,
+            "received_at": 1_565_218_798_000 + i,
+            "digest": i,
+            "msg_type": 1,
+            "lat": 59.0,
+            "lon": 10.0,
+        }
         for i in range(100)
     ]
     with engine.begin() as conn:

@@ -11,6 +11,7 @@ import pytest
 def _no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
     ray = sys.modules.get("ray")
     if ray is not None:
+
         def forbidden(*args: object, **kwargs: object) -> None:
             raise AssertionError("a unit test tried to start Ray: move it to tests/integration")
 

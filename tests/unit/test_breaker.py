@@ -31,7 +31,9 @@ def make(**config: object) -> tuple[CircuitBreaker, Clock, list[tuple[BreakerSta
     clock = Clock()
     moves: list[tuple[BreakerState, BreakerState, str]] = []
     breaker = CircuitBreaker(
-        "db", BreakerConfig(**config), clock=clock,
+        "db",
+        BreakerConfig(**config),
+        clock=clock,
         on_transition=lambda b, previous, reason: moves.append((previous, b.state, reason)),
     )
     return breaker, clock, moves
@@ -99,7 +101,11 @@ def test_half_open_closes_after_consecutive_trial_successes() -> None:
         assert granted and view.state == HALF_OPEN
         succeed(breaker, trial=True)
     assert breaker.state == CLOSED
-    assert [(a.name, b.name) for a, b, _ in moves] == [("CLOSED", "OPEN"), ("OPEN", "HALF_OPEN"), ("HALF_OPEN", "CLOSED")]
+    assert [(a.name, b.name) for a, b, _ in moves] == [
+        ("CLOSED", "OPEN"),
+        ("OPEN", "HALF_OPEN"),
+        ("HALF_OPEN", "CLOSED"),
+    ]
 
 
 def test_a_failed_trial_opens_it_again_with_a_fresh_timeout() -> None:

@@ -20,9 +20,7 @@ def test_defaults_are_the_embedded_store() -> None:
 
 def test_flags_beat_environment_beat_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "breakwater.yaml"
-    config.write_text(
-        "redis_prefix: 'file:'\nwriters: 7\nbreaker:\n  reset_timeout_s: 11\n  failure_threshold: 9\n"
-    )
+    config.write_text("redis_prefix: 'file:'\nwriters: 7\nbreaker:\n  reset_timeout_s: 11\n  failure_threshold: 9\n")
     monkeypatch.setenv("BREAKWATER_REDIS_PREFIX", "env:")
     monkeypatch.setenv("BREAKWATER_BREAKER__RESET_TIMEOUT_S", "12")
     s = load_settings({"writers": 3, "redis_url": None}, config)
@@ -46,7 +44,11 @@ def test_toml_config_file(tmp_path: Path) -> None:
         ({"redis_url": "redis//localhost"}, {}, "BREAKWATER_REDIS_URL (--redis-url)"),
         ({"database_url": "mysql://root@localhost/x"}, {}, "BREAKWATER_DATABASE_URL (--database-url)"),
         ({}, {"BREAKWATER_WRITERS": "zero"}, "BREAKWATER_WRITERS (--writers)"),
-        ({}, {"BREAKWATER_BREAKER__RESET_TIMEOUT_S": "-1"}, "BREAKWATER_BREAKER__RESET_TIMEOUT_S (--breaker-reset-timeout-s)"),
+        (
+            {},
+            {"BREAKWATER_BREAKER__RESET_TIMEOUT_S": "-1"},
+            "BREAKWATER_BREAKER__RESET_TIMEOUT_S (--breaker-reset-timeout-s)",
+        ),
         ({"redis_prefix": "a{b}"}, {}, "BREAKWATER_REDIS_PREFIX (--redis-prefix)"),
         ({}, {"BREAKWATER_NO_SUCH_THING": "1"}, "BREAKWATER_NO_SUCH_THING (--no-such-thing)"),
     ],

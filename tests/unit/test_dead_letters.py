@@ -31,8 +31,19 @@ def queue_at(path: Path, clock: Clock, **config: object) -> DeadLetterQueue:
     return DeadLetterQueue(DeadLetterConfig(path=path, **config), policy, clock=clock, rng=random.Random(7))
 
 
-def put(queue: DeadLetterQueue, rows: list[tuple], failure: Failure = DOWN, *, sink: str = "db", batch: str = "b1", job: str = "job-1", **kw: object):  # type: ignore[no-untyped-def]
-    return queue.enqueue(sink, {"position": rows}, source="src", job_id=job, batch_id=batch, read_ms=1, failure=failure, **kw)
+def put(
+    queue: DeadLetterQueue,
+    rows: list[tuple],
+    failure: Failure = DOWN,
+    *,
+    sink: str = "db",
+    batch: str = "b1",
+    job: str = "job-1",
+    **kw: object,
+):  # type: ignore[no-untyped-def]
+    return queue.enqueue(
+        sink, {"position": rows}, source="src", job_id=job, batch_id=batch, read_ms=1, failure=failure, **kw
+    )
 
 
 ROWS = [position(257000000 + i, 1000 + i, i) for i in range(5)]

@@ -46,28 +46,62 @@ def only_report(decoded: DecodedBatch) -> PositionReport | StaticReport | OtherM
 def test_class_a_position_with_tag_block_time() -> None:
     report = only_report(decode(CLASS_A))
     assert report == PositionReport(
-        mmsi=257742000, received_at=T_1565218798, digest=report.digest, msg_type=3,
-        lat=70.690378, lon=23.308617, sog_kn=0.0, cog_deg=161.5, heading_deg=45, nav_status=1,
-        rot_deg_min=0.0, station=None, time_source="tag_block", source="test.nmea",
+        mmsi=257742000,
+        received_at=T_1565218798,
+        digest=report.digest,
+        msg_type=3,
+        lat=70.690378,
+        lon=23.308617,
+        sog_kn=0.0,
+        cog_deg=161.5,
+        heading_deg=45,
+        nav_status=1,
+        rot_deg_min=0.0,
+        station=None,
+        time_source="tag_block",
+        source="test.nmea",
     )
 
 
 def test_class_b_position_heading_not_available() -> None:
     report = only_report(decode(CLASS_B))
     assert report == PositionReport(
-        mmsi=257059340, received_at=T_1565218798, digest=report.digest, msg_type=18,
-        lat=60.18521, lon=5.157077, sog_kn=7.8, cog_deg=221.5, heading_deg=None, nav_status=None,
-        rot_deg_min=None, time_source="tag_block", source="test.nmea",
+        mmsi=257059340,
+        received_at=T_1565218798,
+        digest=report.digest,
+        msg_type=18,
+        lat=60.18521,
+        lon=5.157077,
+        sog_kn=7.8,
+        cog_deg=221.5,
+        heading_deg=None,
+        nav_status=None,
+        rot_deg_min=None,
+        time_source="tag_block",
+        source="test.nmea",
     )
 
 
 def test_static_and_voyage_data() -> None:
     report = only_report(decode(STATIC_5))
     assert report == StaticReport(
-        mmsi=503627000, received_at=datetime.fromtimestamp(READ_MS / 1000, UTC), digest=report.digest,
-        msg_type=5, imo=8104022, callsign="VJHH", name="WERRA", ship_type=52, to_bow_m=17, to_stern_m=15,
-        to_port_m=5, to_starboard_m=5, eta=None, draught_m=4.3, destination="NEWCASTLE HARBOUR",
-        time_source="ingest", source="test.nmea",
+        mmsi=503627000,
+        received_at=datetime.fromtimestamp(READ_MS / 1000, UTC),
+        digest=report.digest,
+        msg_type=5,
+        imo=8104022,
+        callsign="VJHH",
+        name="WERRA",
+        ship_type=52,
+        to_bow_m=17,
+        to_stern_m=15,
+        to_port_m=5,
+        to_starboard_m=5,
+        eta=None,
+        draught_m=4.3,
+        destination="NEWCASTLE HARBOUR",
+        time_source="ingest",
+        source="test.nmea",
     )
 
 
@@ -124,22 +158,42 @@ def test_types_not_normalized_yet_are_kept_whole() -> None:
 
 def test_type_19_gives_a_position_and_static_data() -> None:
     sentence = encode_dict(
-        {"type": 19, "mmsi": 257123450, "speed": 12.3, "lon": 10.5, "lat": 59.9, "course": 90.0,
-         "heading": 91, "shipname": "BREAKWATER TEST", "ship_type": 37, "to_bow": 10, "to_stern": 5,
-         "to_port": 2, "to_starboard": 3},
+        {
+            "type": 19,
+            "mmsi": 257123450,
+            "speed": 12.3,
+            "lon": 10.5,
+            "lat": 59.9,
+            "course": 90.0,
+            "heading": 91,
+            "shipname": "BREAKWATER TEST",
+            "ship_type": 37,
+            "to_bow": 10,
+            "to_stern": 5,
+            "to_port": 2,
+            "to_starboard": 3,
+        },
     )
     decoded = decode(b"\n".join(s.encode() for s in sentence))
     shard = decoded.shards[0]
     position = PositionReport.from_row(shard.positions[0])
     static = StaticReport.from_row(shard.statics[0])
-    assert (position.lat, position.lon, position.sog_kn, position.cog_deg, position.heading_deg) == (59.9, 10.5, 12.3, 90.0, 91)
+    assert (position.lat, position.lon, position.sog_kn, position.cog_deg, position.heading_deg) == (
+        59.9,
+        10.5,
+        12.3,
+        90.0,
+        91,
+    )
     assert (static.name, static.ship_type, static.to_bow_m, static.to_starboard_m) == ("BREAKWATER TEST", 37, 10, 3)
     assert decoded.counts[acc.MESSAGES_DECODED] == 1
     assert decoded.counts[acc.reports("position")] == decoded.counts[acc.reports("static")] == 1
 
 
 def test_long_range_type_27_not_available_values() -> None:
-    sentence = encode_dict({"type": 27, "mmsi": 257123450, "lon": 181, "lat": 91, "speed": 63, "course": 511, "status": 15})
+    sentence = encode_dict(
+        {"type": 27, "mmsi": 257123450, "lon": 181, "lat": 91, "speed": 63, "course": 511, "status": 15}
+    )
     report = only_report(decode(sentence[0].encode()))
     assert isinstance(report, PositionReport)
     assert (report.lat, report.lon, report.sog_kn, report.cog_deg, report.nav_status) == (None, None, None, None, None)

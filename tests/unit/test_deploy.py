@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from breakwater.config import MetricsSettings
+from breakwater.config import Settings
 from breakwater.metrics import CATALOG
 from breakwater.metrics_http import PROMETHEUS_PATH
 
@@ -137,8 +137,8 @@ def test_prometheus_config_scrapes_the_endpoint_breakwater_serves() -> None:
     assert set(jobs) == {"breakwater", "ray"}
     breakwater = jobs["breakwater"]
     assert breakwater["metrics_path"] == PROMETHEUS_PATH
-    defaults = MetricsSettings()
-    assert breakwater["static_configs"] == [{"targets": [f"{defaults.host}:{defaults.port}"]}]
+    defaults = Settings()
+    assert breakwater["static_configs"] == [{"targets": [f"{defaults.metrics_host}:{defaults.metrics_port}"]}]
     assert jobs["ray"]["file_sd_configs"] == [{"files": ["/tmp/ray/prom_metrics_service_discovery.json"]}]
 
 

@@ -46,7 +46,7 @@ def test_a_failure_is_reported_at_once_and_the_reply_opens_the_gate() -> None:
 
 def test_open_path_diverts_without_any_call_until_the_retry_time() -> None:
     clock = Clock()
-    gate, link, breaker = gate_with(BreakerConfig(failure_threshold=1, reset_timeout_s=30), clock)
+    gate, link, _breaker = gate_with(BreakerConfig(failure_threshold=1, reset_timeout_s=30), clock)
     gate.record(gate.decide(), ok=False, duration_s=0.01)
     before = link.total
     for _ in range(1000):
@@ -72,7 +72,7 @@ def test_only_the_permit_holder_tries_the_sink() -> None:
 
 def test_a_stale_view_is_refreshed_so_an_operators_force_reaches_every_writer() -> None:
     clock = Clock()
-    gate, link, breaker = gate_with(BreakerConfig(), clock)
+    gate, _link, breaker = gate_with(BreakerConfig(), clock)
     breaker.force(BreakerState.OPEN, "maintenance")
     assert gate.decide().verdict == Verdict.CALL  # the cached view is still fresh
     clock.advance(6)

@@ -35,24 +35,57 @@ def decode_one(fields: dict[str, object]) -> PositionReport | StaticReport:
 
 def test_every_class_a_sentinel_becomes_none_through_a_real_encode_and_decode() -> None:
     report = decode_one(
-        {"type": 1, "mmsi": 257123450, "lat": 91, "lon": 181, "speed": 102.3, "course": 360,
-         "heading": 511, "turn": -128, "status": 15}
+        {
+            "type": 1,
+            "mmsi": 257123450,
+            "lat": 91,
+            "lon": 181,
+            "speed": 102.3,
+            "course": 360,
+            "heading": 511,
+            "turn": -128,
+            "status": 15,
+        }
     )
     assert isinstance(report, PositionReport)
-    assert report.model_dump(include={"lat", "lon", "sog_kn", "cog_deg", "heading_deg", "rot_deg_min", "nav_status"}) == {
-        "lat": None, "lon": None, "sog_kn": None, "cog_deg": None, "heading_deg": None, "rot_deg_min": None,
+    assert report.model_dump(
+        include={"lat", "lon", "sog_kn", "cog_deg", "heading_deg", "rot_deg_min", "nav_status"}
+    ) == {
+        "lat": None,
+        "lon": None,
+        "sog_kn": None,
+        "cog_deg": None,
+        "heading_deg": None,
+        "rot_deg_min": None,
         "nav_status": None,
     }
 
 
 def test_every_static_sentinel_becomes_none_through_a_real_encode_and_decode() -> None:
     report = decode_one(
-        {"type": 5, "mmsi": 257123450, "imo": 0, "callsign": "", "shipname": "", "ship_type": 0,
-         "to_bow": 0, "to_stern": 0, "to_port": 0, "to_starboard": 0, "month": 0, "day": 0,
-         "hour": 24, "minute": 60, "draught": 0, "destination": ""}
+        {
+            "type": 5,
+            "mmsi": 257123450,
+            "imo": 0,
+            "callsign": "",
+            "shipname": "",
+            "ship_type": 0,
+            "to_bow": 0,
+            "to_stern": 0,
+            "to_port": 0,
+            "to_starboard": 0,
+            "month": 0,
+            "day": 0,
+            "hour": 24,
+            "minute": 60,
+            "draught": 0,
+            "destination": "",
+        }
     )
     assert isinstance(report, StaticReport)
-    values = report.model_dump(exclude={"mmsi", "received_at", "digest", "msg_type", "time_source", "source", "station"})
+    values = report.model_dump(
+        exclude={"mmsi", "received_at", "digest", "msg_type", "time_source", "source", "station"}
+    )
     assert values == dict.fromkeys(values)  # every one of them None
 
 

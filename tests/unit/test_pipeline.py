@@ -24,10 +24,7 @@ PYAIS_DECODABLE = {"amsa": 34_012, "kystverket": 877}
 def ingest(paths: list[Path], tmp_path: Path, sinks: list[MemorySink], batch_lines: int = 700):  # type: ignore[no-untyped-def]
     queue = DeadLetterQueue(DeadLetterConfig(path=tmp_path / "dlq.sqlite3"))
     breakers = {s.name: CircuitBreaker(s.name, BreakerConfig()) for s in sinks}
-    writers = [
-        ShardWriter(sinks, {n: SinkGate(b) for n, b in breakers.items()}, queue, job_id="job")
-        for _ in range(3)
-    ]
+    writers = [ShardWriter(sinks, {n: SinkGate(b) for n, b in breakers.items()}, queue, job_id="job") for _ in range(3)]
     cluster = InProcessCluster(writers, queue, "job")
     loop = Ingest(cluster, job_id="job", max_in_flight=2, reader=ReaderOptions(max_lines=batch_lines))
     return loop.run([FileSource(p) for p in paths]), cluster
@@ -37,20 +34,37 @@ def ingest(paths: list[Path], tmp_path: Path, sinks: list[MemorySink], batch_lin
     ("name", "read", "decoded_messages", "rejected", "invalid_mmsi_messages", "bad_checksum"),
     [
         (
-            "amsa", 44_687, 33_217,
-            {"malformed": 12, "not_ais": 10_658, "bad_checksum": 4, "orphan_fragment": 4, "undecodable": 1, "invalid_mmsi": 791},
-            791, 4,
+            "amsa",
+            44_687,
+            33_217,
+            {
+                "malformed": 12,
+                "not_ais": 10_658,
+                "bad_checksum": 4,
+                "orphan_fragment": 4,
+                "undecodable": 1,
+                "invalid_mmsi": 791,
+            },
+            791,
+            4,
         ),
         ("kystverket", 1_000, 876, {"invalid_mmsi": 2}, 1, 0),
     ],
 )
 def test_every_line_of_the_captures_is_accounted_for(
-    name: str, read: int, decoded_messages: int, rejected: dict[str, int], invalid_mmsi_messages: int,
-    bad_checksum: int, tmp_path: Path, amsa_path: Path, kystverket_path: Path,
+    name: str,
+    read: int,
+    decoded_messages: int,
+    rejected: dict[str, int],
+    invalid_mmsi_messages: int,
+    bad_checksum: int,
+    tmp_path: Path,
+    amsa_path: Path,
+    kystverket_path: Path,
 ) -> None:
     path = amsa_path if name == "amsa" else kystverket_path
     db = MemorySink("db")
-    summary, cluster = ingest([path], tmp_path, [db])
+    summary, _cluster = ingest([path], tmp_path, [db])
     d = summary.as_dict()
     assert summary.errors == []
     assert d["lines"]["read"] == read
@@ -64,7 +78,9 @@ def test_every_line_of_the_captures_is_accounted_for(
     assert sink["written"] == len(db.rows)
 
 
-def test_both_captures_in_one_job_with_a_second_sink_down(tmp_path: Path, amsa_path: Path, kystverket_path: Path) -> None:
+def test_both_captures_in_one_job_with_a_second_sink_down(
+    tmp_path: Path, amsa_path: Path, kystverket_path: Path
+) -> None:
     db = MemorySink("db")
     redis = MemorySink("redis", frozenset({"position", "static"}))
     redis.down = True
