@@ -38,6 +38,12 @@ class DeadLetterActor:
     def path(self) -> str:
         return str(self.queue.config.path)
 
+    def configure(self, config: DeadLetterConfig, policy: RetryPolicy) -> None:
+        """Limits, retention and retry policy of a newer job; the journal stays where it is."""
+        with self.lock:
+            self.queue.config = config.model_copy(update={"path": self.queue.config.path})
+            self.queue.policy = policy
+
     def publish(self) -> None:
         if self.metrics is None:
             return

@@ -159,6 +159,7 @@ class Services:
                 "BREAKWATER_DLQ__PATH (--dlq-path)",
                 f"this cluster's dead-letter queue journals to {journal}, not {settings.dlq.path}",
             )
+        dead_letters.actor.configure.remote(settings.dlq, settings.retry)
         breakers = {s: BreakerHandle(factory.breaker_actor(settings, s, metrics)) for s in sink_names(settings)}
         for handle in breakers.values():
             handle.actor.configure.remote(settings.breaker)

@@ -19,6 +19,7 @@ import ray
 from ray.util import metrics as ray_metrics
 
 from actors.periodic import Every
+from breakwater.dashboards import install_dashboard
 from breakwater.journal import Snapshots
 from breakwater.metrics import CATALOG, LATENCY_BUCKETS_S, Labels, MetricDelta, MetricsAggregator
 from breakwater.metrics_http import MetricsServer
@@ -63,6 +64,11 @@ def _tags(labels: Labels) -> dict[str, str] | None:
     return dict(labels) or None
 
 
+def _session_dir() -> Path:
+    """This node's Ray session folder (a private attribute of the pinned Ray version)."""
+    return Path(ray._private.worker._global_node.get_session_dir_path())
+
+
 class MetricsActor:
     def __init__(self, host: str, port: int | None, token: str | None, journal_path: Path) -> None:
         self.aggregator = MetricsAggregator()
@@ -86,16 +92,19 @@ class MetricsActor:
                 self.error = f"cannot listen on {host}:{port}: {e.strerror}"
         self.saver = Every(5.0, self.save, "metrics-snapshot")
         self.saver.start()
+        self.dashboard = install_dashboard(_session_dir())
 
     def save(self) -> None:
         self.snapshots.save("metrics", "totals", self.aggregator.snapshot())
 
     def endpoint(self) -> dict[str, Any]:
         """Where the endpoint listens, or why it does not."""
+        context = ray.get_runtime_context()
+        info = {"worker_id": context.get_worker_id(), "dashboard": str(self.dashboard) if self.dashboard else None}
         if self.server is None:
-            return {"error": self.error}
+            return {**info, "error": self.error}
         host, port = self.server.address
-        return {"host": host, "port": port, "node_ip": ray.util.get_node_ip_address()}  # type: ignore[no-untyped-call]
+        return {**info, "host": host, "port": port}
 
     def apply(self, delta: MetricDelta) -> None:
         with self.lock:

@@ -38,3 +38,14 @@ def test_the_head_keeps_token_auth_and_exports_metrics() -> None:
     assert "RAY_AUTH_MODE=token" in head
     assert "--metrics-export-port=8080" in head
     assert "RAY_JOB_STOP_WAIT_TIME_S" in head
+
+
+def test_the_dashboard_is_installed_where_rays_grafana_looks(tmp_path: Path) -> None:
+    from breakwater.dashboards import DASHBOARD, install_dashboard
+
+    assert install_dashboard(tmp_path) is None  # Ray runs without its dashboard: nothing to do
+    folder = tmp_path / "metrics" / "grafana" / "dashboards"
+    folder.mkdir(parents=True)
+    installed = install_dashboard(tmp_path)
+    assert installed == folder / "breakwater-dashboard.json"
+    assert installed.read_bytes() == DASHBOARD.read_bytes()
