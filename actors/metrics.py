@@ -66,7 +66,7 @@ def _tags(labels: Labels) -> dict[str, str] | None:
 
 def _session_dir() -> Path:
     """This node's Ray session folder (a private attribute of the pinned Ray version)."""
-    return Path(ray._private.worker._global_node.get_session_dir_path())
+    return Path(ray._private.worker._global_node.get_session_dir_path())  # type: ignore[attr-defined]
 
 
 class MetricsActor:
