@@ -113,9 +113,7 @@ class Scratch:
         with psycopg.connect(database_url) as conn:
             tables = [
                 r[0]
-                for r in conn.execute(
-                    "SELECT tablename FROM pg_tables WHERE schemaname='public' ORDER BY tablename"
-                )
+                for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname='public' ORDER BY tablename")
             ]
             rows = {t: conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}  # type: ignore[index]
         client = redis.Redis.from_url(self.redis_url)
@@ -311,9 +309,7 @@ def histogram_percentiles(text: bytes) -> dict[str, float | None]:
     buckets: list[tuple[float, float]] = []
     for family in text_string_to_metric_families(text.decode()):
         if family.name == "ais_end_to_end_latency_seconds":
-            buckets = sorted(
-                (float(s.labels["le"]), s.value) for s in family.samples if s.name.endswith("_bucket")
-            )
+            buckets = sorted((float(s.labels["le"]), s.value) for s in family.samples if s.name.endswith("_bucket"))
     total = buckets[-1][1] if buckets else 0.0
     out: dict[str, float | None] = {}
     for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
@@ -576,7 +572,10 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def _median(values: list[Any]) -> Any:
     present = [v for v in values if v is not None]
-    return statistics.median(present) if present else None
+    if not present:
+        return None
+    middle = statistics.median(present)
+    return round(middle, 1) if isinstance(middle, float) else middle
 
 
 def _throughput_round(ctx: Context, corpus: Path, r: int) -> dict[str, dict[str, Any]]:
@@ -626,6 +625,7 @@ def scenario_throughput(ctx: Context, corpus: Path, corpus_info: dict[str, Any])
         "corpus": corpus_info,
         "rounds": ctx.repeat,
         "decode_only_msgs_per_s": decode,
+        "decode_only_messages": med("decode_only", "messages"),
         "plain_script_msgs_per_s": plain,
         "breakwater_msgs_per_s": bw,
         "breakwater_warm_msgs_per_s": med("breakwater", "warm_msgs_per_s"),
@@ -644,8 +644,7 @@ def scenario_throughput(ctx: Context, corpus: Path, corpus_info: dict[str, Any])
         "breakwater_startup_and_shutdown_s": med("breakwater", "startup_and_shutdown_s"),
         "breakwater_first_message_s": med("breakwater", "first_message_s"),
         "per_round_msgs_per_s": {
-            run: [x[run].get("msgs_per_s") for x in rounds]
-            for run in ("decode_only", "plain_script", "breakwater")
+            run: [x[run].get("msgs_per_s") for x in rounds] for run in ("decode_only", "plain_script", "breakwater")
         },
         "runs": rounds[0] if len(rounds) == 1 else {f"round{i + 1}": x for i, x in enumerate(rounds)},
     }
@@ -716,9 +715,7 @@ class OutageSwitch:
     """Takes the proxy down once the job has done `start_fraction` of the expected messages,
     brings it back `outage_s` later; called by the metrics poller every tick."""
 
-    def __init__(
-        self, proxy: Any, mode: str, expected_messages: float, start_fraction: float, outage_s: float
-    ) -> None:
+    def __init__(self, proxy: Any, mode: str, expected_messages: float, start_fraction: float, outage_s: float) -> None:
         self.proxy = proxy
         self.mode = mode
         self.threshold = expected_messages * start_fraction
@@ -748,9 +745,7 @@ def _first_after(
     return next((round(p["t"] - t, 2) for p in timeline if p["t"] >= t and test(p)), None)
 
 
-def scenario_outage(
-    ctx: Context, corpus: Path, corpus_info: dict[str, Any], expected: float
-) -> dict[str, Any]:
+def scenario_outage(ctx: Context, corpus: Path, corpus_info: dict[str, Any], expected: float) -> dict[str, Any]:
     from jobs.fault_proxy import FaultProxy
 
     if ctx.reference_stores is None:
@@ -816,9 +811,7 @@ def scenario_outage(
         "dlq_drain_s": drain["wall_s"],
         "stores_after_drain": stores,
         "stores_without_outage": ctx.reference_stores,
-        "stores_match_throughput_run": None
-        if ctx.reference_stores is None
-        else stores == ctx.reference_stores,
+        "stores_match_throughput_run": None if ctx.reference_stores is None else stores == ctx.reference_stores,
         "breakwater_msgs_per_s": run.get("msgs_per_s"),
         "run": run,
     }
@@ -921,21 +914,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m jobs.bench", description=__doc__.splitlines()[0])
     p.add_argument("--scenario", choices=("throughput", "outage", "memory", "all"), default="throughput")
     p.add_argument("--lines", type=int, default=200_000, help="corpus lines, default 200000")
-    p.add_argument(
-        "--memory-lines", type=int, help="N of the memory scenario (default --lines); it also runs 10 x N"
-    )
-    p.add_argument(
-        "--repeat", type=int, default=1, help="rounds of the throughput scenario (medians reported)"
-    )
+    p.add_argument("--memory-lines", type=int, help="N of the memory scenario (default --lines); it also runs 10 x N")
+    p.add_argument("--repeat", type=int, default=1, help="rounds of the throughput scenario (medians reported)")
     p.add_argument("--json", type=Path, help="write the results here as JSON")
     p.add_argument(
         "--database-url",
         default="postgresql://postgres@127.0.0.1:5432/postgres",
         help="server where the scratch databases are created (this database is only used to create them)",
     )
-    p.add_argument(
-        "--redis-url", default="redis://127.0.0.1:6379/0", help="Redis server for the scratch prefixes"
-    )
+    p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="Redis server for the scratch prefixes")
     p.add_argument(
         "--ingest-arg",
         action="append",
@@ -945,12 +932,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--outage-mode", choices=("reset", "hang"), default="reset")
     p.add_argument("--outage-s", type=float, default=5.0, help="seconds Redis is away, default 5")
-    p.add_argument(
-        "--outage-at", type=float, default=0.3, help="share of the messages done when it goes, default 0.3"
-    )
-    p.add_argument(
-        "--reset-timeout-s", type=float, default=2.0, help="breaker.reset_timeout_s in the outage run"
-    )
+    p.add_argument("--outage-at", type=float, default=0.3, help="share of the messages done when it goes, default 0.3")
+    p.add_argument("--reset-timeout-s", type=float, default=2.0, help="breaker.reset_timeout_s in the outage run")
     p.add_argument("--timeout-s", type=float, default=1800.0, help="longest any one run may take")
     p.add_argument("--keep", action="store_true", help="keep the scratch databases, keys and temp files")
     return p.parse_args(argv)
@@ -1036,9 +1019,7 @@ def main(argv: list[str] | None = None) -> int:
             results["throughput"] = scenario_throughput(ctx, corpus, info)  # type: ignore[arg-type]
             results.update({k: v for k, v in results["throughput"].items() if k != "runs"})
         if "outage" in wanted:
-            expected = (
-                (results.get("throughput") or {}).get("runs", {}).get("decode_only", {}).get("messages")
-            )
+            expected = (results.get("throughput") or {}).get("decode_only_messages")
             if expected is None:
                 expected = run_plain(corpus, tmp, timeout_s=args.timeout_s)["messages"]  # type: ignore[arg-type]
             results["outage"] = scenario_outage(ctx, corpus, info, expected)  # type: ignore[arg-type]

@@ -223,9 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     if bool(args.database_url) != bool(args.redis_url):
         parser.error("give both --database-url and --redis-url, or neither")
     writer = (
-        PlainWriter(args.database_url, args.redis_url, args.redis_prefix, args.batch)
-        if args.database_url
-        else None
+        PlainWriter(args.database_url, args.redis_url, args.redis_prefix, args.batch) if args.database_url else None
     )
     counts = run(args.path, writer)
     counts["msgs_per_s"] = round(counts["messages"] / counts["elapsed_s"], 1) if counts["elapsed_s"] else 0.0
