@@ -16,3 +16,9 @@ def decode_batch(batch: LineBatch, n_shards: int, strict_tag_blocks: bool) -> tu
     objects: the driver hands each shard's object to its writer without fetching it."""
     decoded = BatchDecoder(n_shards, strict_tag_blocks=strict_tag_blocks).decode(batch)
     return ((decoded.counts, decoded.rejected_examples), *decoded.shards)
+
+
+@ray.remote
+def warm_up() -> bool:
+    """Nothing but the imports a decode task needs, on a worker of its own."""
+    return BatchDecoder(1).n_shards == 1

@@ -42,7 +42,7 @@ class Client:
                 self.settings.redis_url,
                 prefix=self.settings.redis_prefix,
                 buckets=self.settings.redis_buckets,
-                timeout_s=self.settings.store_timeout_s,
+                timeout_s=self.settings.redis_timeout_s,
             )
         self._ops: Operations | None = None
 

@@ -52,7 +52,8 @@ class Settings(BaseSettings):
     redis_prefix: str = Field("", description="key prefix for this deployment (prod:, staging:)")
     redis_buckets: int = Field(16, ge=1, le=1024, description="hash-tag buckets the vessel keys spread over")
     redis_stream_maxlen: int = Field(0, ge=0, description="capped stream of latest-state updates; 0 turns it off")
-    store_timeout_s: float = Field(5.0, gt=0, description="connect and statement timeout of every store call")
+    store_timeout_s: float = Field(5.0, gt=0, description="connect and statement timeout of every database call")
+    redis_timeout_s: float = Field(1.0, gt=0, description="connect and reply timeout of every Redis call")
 
     namespace: str = Field("breakwater", min_length=1, description="Ray namespace of the named actors")
     writers: int = Field(2, ge=1, le=256, description="persistence actors (MMSI shards)")

@@ -103,7 +103,10 @@ class Drain:
             letters.sort(key=lambda x: (x.job_id, x.source))
             groups = [list(g) for _, g in groupby(letters, key=lambda x: (x.job_id, x.source))]
             for i, group in enumerate(groups):
-                pacer.take(len(group))
+                # Pace by the rows that reach the store: for latest state, a vessel's older
+                # records are superseded by its newest and cost the store nothing.
+                reaching, _superseded = self.sinks[name].prepare(batch_of(group))
+                pacer.take(len(reaching))
                 if not self._retry(name, group, report):
                     rest = [x for g in groups[i:] for x in g]
                     self.queue.park(rest, self.gates[name].view.retry_at)

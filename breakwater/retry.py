@@ -23,8 +23,8 @@ class RetryPolicy(BaseModel):
     max_attempts: int = Field(5, ge=1, description="counted attempts before a record is dead")
     backoff_base_s: float = Field(60.0, gt=0, description="delay after the first failed attempt")
     backoff_max_s: float = Field(3600.0, gt=0, description="longest delay between attempts")
-    rate_per_s: float = Field(5000.0, gt=0, description="records per second per sink, at most")
-    chunk_records: int = Field(500, ge=1, description="records written per store call")
+    rate_per_s: float = Field(10_000.0, gt=0, description="records reaching a sink per second, at most")
+    chunk_records: int = Field(1000, ge=1, description="records taken from the queue per store call")
 
     def next_delay_s(self, attempts: int, rng: random.Random | None = None) -> float:
         """Delay after the `attempts`-th counted failure (1 for the first)."""

@@ -101,6 +101,7 @@ def run(settings: Any, sources: list[Any], args: argparse.Namespace) -> int:
     if "port" in endpoint:
         log.info("metrics: http://%s:%s/metrics/prometheus", endpoint["host"], endpoint["port"])
     cluster = RayCluster(services, job_id)
+    cluster.warm_up()
     ingest = Ingest(
         cluster,
         job_id=job_id,

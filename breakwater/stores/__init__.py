@@ -30,7 +30,7 @@ def open_sinks(settings: Settings) -> list[Sink]:
                 prefix=settings.redis_prefix,
                 buckets=settings.redis_buckets,
                 stream_maxlen=settings.redis_stream_maxlen,
-                timeout_s=settings.store_timeout_s,
+                timeout_s=settings.redis_timeout_s,
             )
         )
     return sinks
@@ -47,4 +47,4 @@ def check_stores(settings: Settings) -> None:
     if settings.redis_url:
         from breakwater.stores.redis import check_redis
 
-        check_redis(settings.redis_url, timeout_s=settings.store_timeout_s)
+        check_redis(settings.redis_url, timeout_s=settings.redis_timeout_s)

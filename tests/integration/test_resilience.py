@@ -22,7 +22,7 @@ import redis
 from sqlalchemy import create_engine, text
 
 from breakwater.stores.redis import RedisKeys
-from jobs.fault_proxy import FaultProxy
+from jobs.fault_proxy import FaultProxy, Mode
 from tests.conftest import REDIS_URL, read_lines
 from tests.integration.conftest import Job
 
@@ -218,15 +218,18 @@ def proxied(url: str, proxy: FaultProxy) -> str:
     return url.replace(":5432/", f":{proxy.port}/").replace(":6379/", f":{proxy.port}/")
 
 
-def run_with_outage(job: Job, amsa: list[bytes], proxies: list[FaultProxy], sinks: list[str]) -> dict[str, Any]:
-    """Stream the capture; a third of the way in take the stores away until every breaker
-    has opened and more data has arrived, then bring them back for the rest."""
+def run_with_outage(
+    job: Job, amsa: list[bytes], proxies: list[FaultProxy], sinks: list[str], mode: Mode = "reset"
+) -> dict[str, Any]:
+    """Stream the capture; a third of the way in take the stores away (connections reset, or
+    a frozen server that never answers) until every breaker has opened and more data has
+    arrived, then bring them back for the rest."""
     feed = Feed(amsa)
     running = Running(job, feed.url, FAST)
     feed.send(0.3)
     wait_until(lambda: processed(job) >= 5_000, 60, "5,000 messages processed")
     for proxy in proxies:
-        proxy.set_mode("reset")
+        proxy.set_mode(mode)
     feed.send(0.6)
     for sink in sinks:
         wait_until(lambda s=sink: breaker_state(job, s) == "OPEN", 60, f"the {sink} breaker to open")
@@ -262,6 +265,19 @@ def test_redis_outage_mid_ingest_heals(
     assert_drained(job, summary, ["redis"])
     assert_redis_matches_sql(redis_prefix, postgres_url)
     assert_no_duplicate_rows(postgres_url)
+
+
+def test_a_frozen_redis_trips_its_breaker_and_the_database_keeps_up(
+    make_job: Any, postgres_url: str, redis_prefix: str, redis_proxy: FaultProxy, amsa_path: Path
+) -> None:
+    """Redis accepts connections but never answers: the reply timeout turns that into
+    failures, the breaker opens, and the database sink is written all along."""
+    job = make_job(postgres_url, proxied(REDIS_URL, redis_proxy), redis_prefix)
+    summary = run_with_outage(job, read_lines(amsa_path), [redis_proxy], ["redis"], mode="hang")
+    assert summary["sinks"]["db"]["dead_letter_queue"] == 0
+    drain_until_empty(job)
+    assert_drained(job, summary, ["redis"])
+    assert_redis_matches_sql(redis_prefix, postgres_url)
 
 
 def test_postgres_outage_mid_ingest_heals(
