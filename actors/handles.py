@@ -219,7 +219,7 @@ class RayCluster:
         """Start what the first batch would otherwise wait for: every writer (its store
         connections) and a decode worker per CPU with its modules imported. The job's clock
         starts after this, so the summary's rate is the pipeline's, not Ray's start-up."""
-        cpus = max(1, int(ray.cluster_resources().get("CPU", 1) // self.settings.decode_num_cpus))
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1) // self.settings.decode_num_cpus))  # type: ignore[no-untyped-call]
         ray.get([w.__ray_ready__.remote() for w in self.writers] + [warm_up.remote() for _ in range(cpus)])
 
     def submit(self, batch: LineBatch) -> _Ticket:
