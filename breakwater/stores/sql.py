@@ -92,7 +92,6 @@ class SqlSink:
         try:
             with self.engine.begin() as conn:
                 result = self._write_postgres(conn, batch) if self.is_postgres else self._write_sqlite(conn, batch)
-                self._upsert_vessels(conn, batch.statics, batch.source)
             return result
         except (SQLAlchemyError, psycopg.Error, OSError) as e:
             raise classify_sql_error(self.name, e) from e
@@ -116,6 +115,7 @@ class SqlSink:
             total += len(rows)
         if batch.positions:
             self._upsert_latest(conn, newest_per_vessel(batch.positions), batch.source)
+        self._upsert_vessels(conn, batch.statics)
         return WriteResult(written, total - written)
 
     def _upsert_latest(self, conn: Connection, rows: list[tuple[Any, ...]], source: str) -> None:
@@ -163,13 +163,16 @@ class SqlSink:
                 total += len(rows)
             if batch.positions:
                 cur.execute(_PG_LATEST_FROM_STAGING)
+            if batch.statics:
+                cur.execute(_PG_VESSELS_FROM_STAGING)
         return WriteResult(written, total - written)
 
     # -- vessels: newest value per field ------------------------------------------------------
 
-    def _upsert_vessels(self, conn: Connection, statics: list[tuple[Any, ...]], source: str) -> None:
+    def _upsert_vessels(self, conn: Connection, statics: list[tuple[Any, ...]]) -> None:
         """Static data merges field by field: a report sets the fields it carries when it is at
-        least as new as what the vessel has; an older report only fills fields still empty."""
+        least as new as what the vessel has; an older report only fills fields still empty.
+        (PostgreSQL does the same in one statement from the staging table.)"""
         if not statics:
             return
         vessels = schema.vessels
@@ -222,6 +225,34 @@ ON CONFLICT (mmsi) DO UPDATE SET
     time_source = excluded.time_source, source = excluded.source
 WHERE (excluded.received_at, excluded.digest) > (latest_positions.received_at, latest_positions.digest)
 """
+
+
+def _vessels_from_staging() -> str:
+    """The PostgreSQL form of `_upsert_vessels`: fold each vessel's static reports of the
+    batch (newest non-empty value per field), then merge into `vessels` by the same rule."""
+    newest = ",\n    ".join(
+        f"(array_agg({f} ORDER BY received_ms DESC, digest DESC) FILTER (WHERE {f} IS NOT NULL))[1]"
+        for f in _STATIC_VALUES
+    )
+    newer = "(vessels.static_received_at IS NULL OR excluded.static_received_at >= vessels.static_received_at)"
+    merge = ",\n    ".join(
+        f"{f} = CASE WHEN excluded.{f} IS NOT NULL AND {newer} THEN excluded.{f} "
+        f"ELSE COALESCE(vessels.{f}, excluded.{f}) END"
+        for f in _STATIC_VALUES
+    )
+    return f"""
+INSERT INTO vessels (mmsi, {", ".join(_STATIC_VALUES)}, static_received_at)
+SELECT mmsi,
+    {newest},
+    to_timestamp(max(received_ms) / 1000.0)
+FROM staging_static_reports GROUP BY mmsi
+ON CONFLICT (mmsi) DO UPDATE SET
+    {merge},
+    static_received_at = CASE WHEN {newer} THEN excluded.static_received_at ELSE vessels.static_received_at END
+"""
+
+
+_PG_VESSELS_FROM_STAGING = _vessels_from_staging()
 
 
 def _staging_ddl() -> list[str]:

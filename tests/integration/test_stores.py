@@ -289,3 +289,29 @@ def test_an_unreachable_or_malformed_store_stops_the_job_with_one_line(
     assert err.startswith(f"breakwater: {setting}: ")
     assert len(err.splitlines()) == 1
     assert "s3cret" not in err
+
+
+def test_sqlite_and_postgresql_derive_the_same_vessels_and_latest_state(
+    postgres_url: str, sqlite_url: str, kystverket_path: Path, amsa_path: Path
+) -> None:
+    """The two write paths (executemany upserts on SQLite, set-based statements from the
+    staging tables on PostgreSQL) must agree row for row."""
+    from breakwater.stores.engine import check_database
+
+    batches = decoded_batches(kystverket_path, 300) + decoded_batches(amsa_path, 3000)
+    tables: dict[str, dict[str, list[Any]]] = {}
+    for url in (sqlite_url, postgres_url):
+        check_database(url, timeout_s=5)
+        sink = SqlSink(url)
+        for batch in batches:
+            sink.write(batch)
+        with sink.engine.connect() as conn:
+            tables[url] = {
+                "vessels": sorted(
+                    tuple(r) for r in conn.execute(select(schema.vessels).order_by(schema.vessels.c.mmsi))
+                ),
+                "latest": sorted(tuple(r) for r in conn.execute(select(schema.latest_positions))),
+            }
+        sink.close()
+    assert len(tables[sqlite_url]["vessels"]) > 1000
+    assert tables[sqlite_url] == tables[postgres_url]
