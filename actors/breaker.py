@@ -66,13 +66,4 @@ class BreakerActor:
         self.breaker.config = config
 
     def status(self) -> dict[str, Any]:
-        view = self.breaker.view()
-        return {
-            "sink": view.sink,
-            "state": view.state.name,
-            "epoch": view.epoch,
-            "forced": view.forced,
-            "retry_at": view.retry_at if view.state != BreakerState.CLOSED else None,
-            "trips": self.breaker.trips,
-            "config": self.breaker.config.model_dump(),
-        }
+        return self.breaker.status()

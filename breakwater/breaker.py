@@ -149,6 +149,19 @@ class CircuitBreaker:
             self.forced is not None,
         )
 
+    def status(self) -> dict[str, Any]:
+        """What an operator sees of the breaker (`breakwater breakers`)."""
+        view = self.view()
+        return {
+            "sink": view.sink,
+            "state": view.state.name,
+            "epoch": view.epoch,
+            "forced": view.forced,
+            "retry_at": view.retry_at if view.state != BreakerState.CLOSED else None,
+            "trips": self.trips,
+            "config": self.config.model_dump(),
+        }
+
     def _advance(self) -> None:
         """OPEN turns HALF_OPEN once the reset timeout has passed (lazily, when asked)."""
         if (

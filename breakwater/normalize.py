@@ -10,6 +10,7 @@ Reference for the sentinels: ITU-R M.1371-5 and https://gpsd.gitlab.io/gpsd/AIVD
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from breakwater.reports import KIND_OTHER, KIND_POSITION, KIND_STATIC
@@ -143,147 +144,98 @@ Rows = list[tuple[str, tuple[Any, ...]]]
 RowBuilder = Callable[[Any, int, int, Any, str], Rows]
 
 
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """What every row of one message starts and ends with."""
+
+    mmsi: int
+    received_ms: int
+    digest: int
+    msg_type: int
+    station: Any
+    time_source: str
+
+
+def _position(
+    o: Origin, lat: Any, lon: Any, sog: Any, cog: Any, hdg: Any, status: Any, rot: Any
+) -> tuple[str, tuple[Any, ...]]:
+    """A row in POSITION_FIELDS order; every value already normalized."""
+    row = (o.mmsi, o.received_ms, o.digest, o.msg_type, lat, lon, sog, cog, hdg, status, rot, o.station, o.time_source)
+    return KIND_POSITION, row
+
+
+def _static(o: Origin, *values: Any) -> tuple[str, tuple[Any, ...]]:
+    """A row in STATIC_FIELDS order: imo, callsign, name, ship type, the four dimensions,
+    eta, draught and destination, already normalized."""
+    return KIND_STATIC, (o.mmsi, o.received_ms, o.digest, o.msg_type, *values, o.station, o.time_source)
+
+
+def _dimensions(m: Any) -> tuple[int | None, ...]:
+    return tuple(positive_or_none(getattr(m, f, None)) for f in ("to_bow", "to_stern", "to_port", "to_starboard"))
+
+
 def _class_a_position(m: Any, ms: int, digest: int, station: Any, ts: str) -> Rows:
+    o = Origin(m.mmsi, ms, digest, m.msg_type, station, ts)
+    speed, course = speed_tenths(m.speed), course_tenths(m.course)
     return [
-        (
-            KIND_POSITION,
-            (
-                m.mmsi,
-                ms,
-                digest,
-                m.msg_type,
-                latitude(m.lat),
-                longitude(m.lon),
-                speed_tenths(m.speed),
-                course_tenths(m.course),
-                heading(m.heading),
-                nav_status(m.status),
-                rate_of_turn(m.turn),
-                station,
-                ts,
-            ),
+        _position(
+            o,
+            latitude(m.lat),
+            longitude(m.lon),
+            speed,
+            course,
+            heading(m.heading),
+            nav_status(m.status),
+            rate_of_turn(m.turn),
         )
     ]
 
 
 def _class_b_position(m: Any, ms: int, digest: int, station: Any, ts: str) -> Rows:
-    return [
-        (
-            KIND_POSITION,
-            (
-                m.mmsi,
-                ms,
-                digest,
-                m.msg_type,
-                latitude(m.lat),
-                longitude(m.lon),
-                speed_tenths(m.speed),
-                course_tenths(m.course),
-                heading(m.heading),
-                None,
-                None,
-                station,
-                ts,
-            ),
-        )
-    ]
+    o = Origin(m.mmsi, ms, digest, m.msg_type, station, ts)
+    speed, course = speed_tenths(m.speed), course_tenths(m.course)
+    return [_position(o, latitude(m.lat), longitude(m.lon), speed, course, heading(m.heading), None, None)]
 
 
 def _class_b_extended(m: Any, ms: int, digest: int, station: Any, ts: str) -> Rows:
     """Type 19 carries a position and the vessel's name, type and size: two rows."""
-    static = (
-        m.mmsi,
-        ms,
-        digest,
-        m.msg_type,
-        None,
-        None,
-        text(m.shipname),
-        positive_or_none(m.ship_type),
-        positive_or_none(m.to_bow),
-        positive_or_none(m.to_stern),
-        positive_or_none(m.to_port),
-        positive_or_none(m.to_starboard),
-        None,
-        None,
-        None,
-        station,
-        ts,
-    )
-    return [*_class_b_position(m, ms, digest, station, ts), (KIND_STATIC, static)]
+    o = Origin(m.mmsi, ms, digest, m.msg_type, station, ts)
+    static = _static(o, None, None, text(m.shipname), positive_or_none(m.ship_type), *_dimensions(m), None, None, None)
+    return [*_class_b_position(m, ms, digest, station, ts), static]
 
 
 def _long_range_position(m: Any, ms: int, digest: int, station: Any, ts: str) -> Rows:
     """Type 27: whole knots (63 not available) and whole degrees (511 not available)."""
-    speed = m.speed if m.speed is not None and 0 <= m.speed < 63 else None
-    course = m.course if m.course is not None and 0 <= m.course < 360 else None
-    return [
-        (
-            KIND_POSITION,
-            (
-                m.mmsi,
-                ms,
-                digest,
-                m.msg_type,
-                latitude(m.lat),
-                longitude(m.lon),
-                None if speed is None else float(speed),
-                None if course is None else float(course),
-                None,
-                nav_status(m.status),
-                None,
-                station,
-                ts,
-            ),
-        )
-    ]
+    o = Origin(m.mmsi, ms, digest, m.msg_type, station, ts)
+    speed = float(m.speed) if m.speed is not None and 0 <= m.speed < 63 else None
+    course = float(m.course) if m.course is not None and 0 <= m.course < 360 else None
+    return [_position(o, latitude(m.lat), longitude(m.lon), speed, course, None, nav_status(m.status), None)]
 
 
 def _static_voyage(m: Any, ms: int, digest: int, station: Any, ts: str) -> Rows:
+    o = Origin(m.mmsi, ms, digest, m.msg_type, station, ts)
     return [
-        (
-            KIND_STATIC,
-            (
-                m.mmsi,
-                ms,
-                digest,
-                m.msg_type,
-                positive_or_none(m.imo),
-                text(m.callsign),
-                text(m.shipname),
-                positive_or_none(m.ship_type),
-                positive_or_none(m.to_bow),
-                positive_or_none(m.to_stern),
-                positive_or_none(m.to_port),
-                positive_or_none(m.to_starboard),
-                eta(m.month, m.day, m.hour, m.minute),
-                draught(m.draught),
-                text(m.destination),
-                station,
-                ts,
-            ),
+        _static(
+            o,
+            positive_or_none(m.imo),
+            text(m.callsign),
+            text(m.shipname),
+            positive_or_none(m.ship_type),
+            *_dimensions(m),
+            eta(m.month, m.day, m.hour, m.minute),
+            draught(m.draught),
+            text(m.destination),
         )
     ]
 
 
 def _static_class_b(m: Any, ms: int, digest: int, station: Any, ts: str) -> Rows:
-    """Type 24 comes in part A (the name) and part B (type, call sign, size)."""
+    """Type 24 comes in part A (the name) and part B (type, call sign, size; an auxiliary
+    craft's part B carries its mother ship's MMSI instead of dimensions, so those stay None)."""
+    o = Origin(m.mmsi, ms, digest, m.msg_type, station, ts)
     if m.partno == 0:
-        fields: tuple[Any, ...] = (None, None, text(m.shipname), None, None, None, None, None)
-    else:
-        # Part B of an auxiliary craft carries its mother ship's MMSI instead of dimensions.
-        has_size = hasattr(m, "to_bow")
-        fields = (
-            None,
-            text(m.callsign),
-            None,
-            positive_or_none(m.ship_type),
-            positive_or_none(m.to_bow) if has_size else None,
-            positive_or_none(m.to_stern) if has_size else None,
-            positive_or_none(m.to_port) if has_size else None,
-            positive_or_none(m.to_starboard) if has_size else None,
-        )
-    return [(KIND_STATIC, (m.mmsi, ms, digest, m.msg_type, *fields, None, None, None, station, ts))]
+        return [_static(o, None, None, text(m.shipname), None, None, None, None, None, None, None, None)]
+    return [_static(o, None, text(m.callsign), None, positive_or_none(m.ship_type), *_dimensions(m), None, None, None)]
 
 
 ROW_BUILDERS: dict[int, RowBuilder] = {

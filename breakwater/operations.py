@@ -71,18 +71,6 @@ class JournaledBreaker:
         return self.breaker.record(outcomes)
 
 
-def breaker_status(breaker: CircuitBreaker) -> dict[str, Any]:
-    view = breaker.view()
-    return {
-        "sink": view.sink,
-        "state": view.state.name,
-        "epoch": view.epoch,
-        "forced": view.forced,
-        "retry_at": view.retry_at if view.state != BreakerState.CLOSED else None,
-        "trips": breaker.trips,
-    }
-
-
 class LocalOperations:
     """Operations on the journal file, in this process."""
 
@@ -121,12 +109,11 @@ class LocalOperations:
 
     def breakers(self) -> list[dict[str, Any]]:
         return [
-            breaker_status(JournaledBreaker(name, self.settings, self.snapshots).breaker)
-            for name in sink_names(self.settings)
+            JournaledBreaker(name, self.settings, self.snapshots).breaker.status() for name in sink_names(self.settings)
         ]
 
     def force_breaker(self, sink: str, state: str, token: str | None, requested_by: str) -> dict[str, Any]:
         self.guard.check(token, f"force breaker {sink} {state}", requested_by)
         journaled = JournaledBreaker(sink, self.settings, self.snapshots)
         journaled.breaker.force(FORCE_STATES[state], f"forced {state} by {requested_by}")
-        return breaker_status(journaled.breaker)
+        return journaled.breaker.status()
