@@ -19,7 +19,7 @@ import psycopg
 import pytest
 import ray
 import redis
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select
 
 from breakwater.stores.redis import RedisKeys
 from jobs.fault_proxy import FaultProxy, Mode
@@ -159,9 +159,12 @@ def redis_latest(prefix: str) -> dict[int, dict[str, str]]:
 
 
 def sql_latest(database_url: str) -> dict[int, tuple[Any, ...]]:
+    from breakwater.stores import schema
+
+    lp = schema.latest_positions
     engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.connect() as conn:
-        rows = conn.execute(text("SELECT mmsi, received_at, digest, lat, lon, sog_kn FROM latest_positions")).all()
+        rows = conn.execute(select(lp.c.mmsi, lp.c.received_at, lp.c.digest, lp.c.lat, lp.c.lon, lp.c.sog_kn)).all()
     engine.dispose()
     return {r[0]: tuple(r[1:]) for r in rows}
 
@@ -515,3 +518,82 @@ def test_a_full_queue_holds_the_reader_back_until_it_drains(
     summary = running.join()
     assert summary["ok"], summary["errors"]
     assert summary["lines"]["read"] == 44_687
+
+
+def test_the_ingest_jobs_scheduler_heals_without_anyone_running_the_retry_job(
+    make_job: Any, sqlite_url: str, redis_prefix: str, redis_proxy: FaultProxy, amsa_path: Path
+) -> None:
+    job = make_job(sqlite_url, proxied(REDIS_URL, redis_proxy), redis_prefix)
+    feed = Feed(read_lines(amsa_path))
+    running = Running(job, feed.url, (*FAST[:-1], "--set", "retry.interval_s=0.5"))  # scheduler on
+    feed.send(0.3)
+    wait_until(lambda: processed(job) >= 5_000, 60, "5,000 messages processed")
+    redis_proxy.set_mode("reset")
+    feed.send(0.6)
+    wait_until(lambda: breaker_state(job, "redis") == "OPEN", 60, "the redis breaker to open")
+    redis_proxy.set_mode("up")
+    feed.close()
+    summary = running.join()
+    assert summary["sinks"]["redis"]["dead_letter_queue"] > 0
+    from breakwater.dead_letters import DeadLetterQueue
+
+    queue = DeadLetterQueue(job.settings().dlq)
+    wait_until(lambda: queue.stats().waiting == 0, 120, "the scheduler to drain the queue")
+    queue.close()
+    assert_drained(job, summary, ["redis"])
+    assert_redis_matches_sql(redis_prefix, sqlite_url)
+
+
+def test_retry_job_every_starts_a_detached_scheduler_on_a_running_cluster(
+    make_job: Any, sqlite_url: str, journal_path: Path, kystverket_path: Path
+) -> None:
+    from breakwater.dead_letters import DeadLetterConfig, DeadLetterQueue, Failure
+    from tests.integration.test_stores import decoded_batches
+
+    job = make_job(sqlite_url)
+    queue = DeadLetterQueue(DeadLetterConfig(path=job.dlq_path))
+    batch = decoded_batches(kystverket_path)[0]
+    failure = Failure("StoreUnavailable", "connection refused", "CLOSED", 0.0)
+    queue.enqueue(
+        "db", {"position": batch.positions}, source="test", job_id="j", batch_id="b", read_ms=0, failure=failure
+    )
+    address = ray.get_runtime_context().gcs_address
+    assert job.retry("--every", "0.5", "--address", address, "--set", "retry.backoff_base_s=0.1") == 0
+    scheduler = actor(job, "retry-scheduler")
+    assert ray.get(scheduler.status.remote())["interval_s"] == 0.5
+    wait_until(lambda: queue.stats().waiting == 0, 60, "the detached scheduler to drain")
+    assert queue.job_tally("j")["db"].retried_written == len(batch.positions)
+    queue.close()
+
+
+def test_retry_job_drains_a_journal_whose_cluster_is_gone(
+    make_job: Any, sqlite_url: str, kystverket_path: Path
+) -> None:
+    """No Breakwater actors anywhere: the retry job opens the journal itself (no Ray needed)."""
+    import subprocess
+    import sys
+
+    from breakwater.dead_letters import DeadLetterConfig, DeadLetterQueue, Failure
+    from breakwater.stores.engine import check_database
+    from tests.integration.test_stores import decoded_batches
+
+    job = make_job(sqlite_url)
+    check_database(sqlite_url, timeout_s=5)
+    queue = DeadLetterQueue(DeadLetterConfig(path=job.dlq_path))
+    batch = decoded_batches(kystverket_path)[0]
+    failure = Failure("StoreUnavailable", "connection refused", "CLOSED", 0.0)
+    queue.enqueue("db", {"position": batch.positions}, source="t", job_id="j", batch_id="b", read_ms=0, failure=failure)
+    env = {k: v for k, v in __import__("os").environ.items() if k != "RAY_ADDRESS"}
+    result = subprocess.run(
+        [sys.executable, "-m", "jobs.retry_dlq", "--local", "--force", *job.settings_args()],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "import ray" not in result.stderr
+    assert queue.stats().waiting == 0
+    assert queue.job_tally("j")["db"].retried_written == len(batch.positions)
+    queue.close()
