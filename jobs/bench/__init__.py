@@ -1,0 +1,20 @@
+"""The benchmark harness, `python -m jobs.bench` (the command and its scenarios: `__main__`).
+
+One concern per module: `scratch` (throw-away databases and Redis prefixes), `sampling` (memory
+and metrics while a job runs), `runners` (the contenders as processes), `scenarios`, `outage`
+and `fastpath` (what is measured), `machine` (what it ran on). Only this package's root holds
+what they all share: where the project is, and the progress line.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]  # the project: the jobs run from here, with it on PYTHONPATH
+
+
+def log(message: str) -> None:
+    """Progress on stderr, so stdout carries only the final report."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)

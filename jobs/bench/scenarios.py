@@ -1,0 +1,182 @@
+"""The throughput and memory scenarios, and what every scenario shares (`Context`, the corpus).
+
+    throughput  the same corpus through (1) pyais decode only, one process, the ceiling of one
+                core; (2) the plain script (jobs/plain_script.py: pyais, a Redis pipeline and a
+                PostgreSQL COPY, no resilience); (3) Breakwater's ingest job with both sinks,
+                breakers, dead-letter queue and metrics. `--repeat N` runs N rounds and reports
+                medians: the machine may be shared, and each run records the load average and
+                any other Ray cluster it saw.
+    memory      Breakwater on N lines and on 10 x N lines: peak RSS of each and their ratio
+
+The corpus is made by `breakwater.corpus` from the real captures in ../shared/data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from jobs.bench import ROOT, log
+from jobs.bench.runners import run_breakwater, run_plain
+from jobs.bench.scratch import Scratch
+
+DATA = Path(os.environ.get("BREAKWATER_BENCH_DATA", ROOT.parent / "shared" / "data"))
+CAPTURES = ("kystverket-2019-tagblock.nmea", "amsa-mixed.nmea.gz")
+MEMORY_TARGET_RATIO = 1.5
+CONTENDERS = ("decode_only", "plain_script", "breakwater")
+
+
+class Context:
+    """What the server-backed scenarios share: the scratch stores, the temp dir and the flags.
+    `reference_stores` is what the stores held after a run without an outage, once known."""
+
+    def __init__(self, args: argparse.Namespace, scratch: Scratch, tmp: Path) -> None:
+        self.scratch = scratch
+        self.tmp = tmp
+        self.timeout_s = args.timeout_s
+        self.ingest_args = list(args.ingest_arg)
+        self.outage_mode = args.outage_mode
+        self.outage_s = args.outage_s
+        self.outage_at = args.outage_at
+        self.reset_timeout_s = args.reset_timeout_s
+        self.repeat = args.repeat
+        self.reference_stores: dict[str, Any] | None = None
+
+
+def make_corpus(lines: int, tmp: Path) -> tuple[Path, dict[str, Any]]:
+    from breakwater.corpus import build_corpus
+
+    started = time.perf_counter()
+    info = build_corpus([DATA / c for c in CAPTURES], lines, tmp / f"corpus-{lines}.nmea")
+    log(
+        f"corpus of {lines:,} lines ({info.bytes / 1e6:.1f} MB, {info.replays} replays) "
+        f"in {time.perf_counter() - started:.1f} s"
+    )
+    return Path(info.path), info.as_dict()  # type: ignore[arg-type]
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def _median(values: list[Any]) -> Any:
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    middle = statistics.median(present)
+    return round(middle, 1) if isinstance(middle, float) else middle
+
+
+def _throughput_round(ctx: Context, corpus: Path, r: int) -> dict[str, dict[str, Any]]:
+    """One run of each contender, each on fresh scratch stores."""
+    log(f"round {r + 1}: decode only (pyais, one process)")
+    decode = run_plain(corpus, ctx.tmp, timeout_s=ctx.timeout_s)
+    log(f"  {decode.get('msgs_per_s')} msg/s")
+    log(f"round {r + 1}: plain script (pyais + Redis pipeline + PostgreSQL COPY, one process)")
+    db, prefix = ctx.scratch.database(f"plain{r}"), ctx.scratch.prefix(f"plain{r}")
+    plain = run_plain(
+        corpus,
+        ctx.tmp,
+        database_url=db,
+        redis_url=ctx.scratch.redis_url,
+        prefix=prefix,
+        timeout_s=ctx.timeout_s,
+    )
+    plain["stores"] = ctx.scratch.contents(db, prefix)
+    log(f"  {plain.get('msgs_per_s')} msg/s")
+    log(f"round {r + 1}: Breakwater ingest job (Ray, both sinks, breakers, DLQ, metrics)")
+    db, prefix = ctx.scratch.database(f"bw{r}"), ctx.scratch.prefix(f"bw{r}")
+    bw = run_breakwater(
+        corpus,
+        ctx.tmp,
+        f"throughput{r}",
+        database_url=db,
+        redis_url=ctx.scratch.redis_url,
+        prefix=prefix,
+        extra=ctx.ingest_args,
+        timeout_s=ctx.timeout_s,
+    )
+    bw["stores"] = ctx.scratch.contents(db, prefix)
+    log(f"  exit {bw['exit_code']}, {bw.get('msgs_per_s')} msg/s steady, wall {bw['wall_s']} s")
+    ctx.reference_stores = ctx.reference_stores or bw["stores"]
+    return {"decode_only": decode, "plain_script": plain, "breakwater": bw}
+
+
+def scenario_throughput(ctx: Context, corpus: Path, corpus_info: dict[str, Any]) -> dict[str, Any]:
+    """The three contenders, `ctx.repeat` rounds; the headline numbers are medians."""
+    rounds = [_throughput_round(ctx, corpus, r) for r in range(ctx.repeat)]
+
+    def med(run: str, key: str) -> Any:
+        return _median([x[run].get(key) for x in rounds])
+
+    decode, plain, bw = (med(run, "msgs_per_s") for run in CONTENDERS)
+    return {
+        "corpus": corpus_info,
+        "rounds": ctx.repeat,
+        "decode_only_msgs_per_s": decode,
+        "decode_only_messages": med("decode_only", "messages"),
+        "plain_script_msgs_per_s": plain,
+        "breakwater_msgs_per_s": bw,
+        "breakwater_warm_msgs_per_s": med("breakwater", "warm_msgs_per_s"),
+        "breakwater_wall_msgs_per_s": med("breakwater", "wall_msgs_per_s"),
+        "ratio_vs_plain": _ratio(bw, plain),
+        "ratio_vs_decode": _ratio(bw, decode),
+        "peak_rss_bytes": med("breakwater", "peak_rss_bytes"),
+        "peak_pss_bytes": med("breakwater", "peak_pss_bytes"),
+        "plain_script_peak_rss_bytes": med("plain_script", "peak_rss_bytes"),
+        "decode_only_peak_rss_bytes": med("decode_only", "peak_rss_bytes"),
+        "latency_p50_ms": med("breakwater", "latency_p50_ms"),
+        "latency_p95_ms": med("breakwater", "latency_p95_ms"),
+        "latency_p99_ms": med("breakwater", "latency_p99_ms"),
+        "wall_s": {run: med(run, "wall_s") for run in CONTENDERS},
+        "breakwater_elapsed_s": med("breakwater", "elapsed_s"),
+        "breakwater_startup_and_shutdown_s": med("breakwater", "startup_and_shutdown_s"),
+        "breakwater_first_message_s": med("breakwater", "first_message_s"),
+        "per_round_msgs_per_s": {run: [x[run].get("msgs_per_s") for x in rounds] for run in CONTENDERS},
+        "runs": rounds[0] if len(rounds) == 1 else {f"round{i + 1}": x for i, x in enumerate(rounds)},
+    }
+
+
+def scenario_memory(ctx: Context, lines: int) -> dict[str, Any]:
+    """Breakwater on N and on 10 x N lines: memory should grow far less than the input."""
+    runs = {}
+    for label, n in (("n", lines), ("10n", lines * 10)):
+        corpus, info = make_corpus(n, ctx.tmp)
+        log(f"Breakwater on {n:,} lines (memory)")
+        db, prefix = ctx.scratch.database(f"mem{label}"), ctx.scratch.prefix(f"mem{label}")
+        run = run_breakwater(
+            corpus,
+            ctx.tmp,
+            f"memory-{label}",
+            database_url=db,
+            redis_url=ctx.scratch.redis_url,
+            prefix=prefix,
+            extra=ctx.ingest_args,
+            timeout_s=ctx.timeout_s,
+        )
+        run.pop("timeline", None)
+        run["corpus"] = info
+        runs[label] = run
+        corpus.unlink()
+        log(
+            f"  exit {run['exit_code']}, peak RSS {run['peak_rss_bytes'] / 2**20:.0f} MiB, "
+            f"{run.get('msgs_per_s')} msg/s"
+        )
+    rss_ratio = _ratio(runs["10n"]["peak_rss_bytes"], runs["n"]["peak_rss_bytes"])
+    return {
+        "lines_n": lines,
+        "lines_10n": lines * 10,
+        "peak_rss_bytes_n": runs["n"]["peak_rss_bytes"],
+        "peak_rss_bytes_10n": runs["10n"]["peak_rss_bytes"],
+        "peak_rss_ratio": rss_ratio,
+        "target_ratio": MEMORY_TARGET_RATIO,
+        "peak_pss_bytes_n": runs["n"]["peak_pss_bytes"],
+        "peak_pss_bytes_10n": runs["10n"]["peak_pss_bytes"],
+        "peak_pss_ratio": _ratio(runs["10n"]["peak_pss_bytes"], runs["n"]["peak_pss_bytes"]),
+        "within_target": rss_ratio is not None and rss_ratio < MEMORY_TARGET_RATIO,
+        "runs": runs,
+    }
