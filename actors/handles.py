@@ -148,24 +148,26 @@ class Services:
 
     @classmethod
     def start(cls, settings: Settings, *, scheduler: bool | None = None) -> Services:
+        """Create (or find) every singleton at once, then check the two that a setting of
+        this job could contradict: the endpoint's port and the journal's path."""
         metrics = MetricsHandle(factory.metrics_actor(settings))
-        endpoint = metrics.endpoint()
+        dead_letters = DeadLetterHandle(factory.dead_letter_actor(settings, metrics))
+        breakers = {s: BreakerHandle(factory.breaker_actor(settings, s, metrics)) for s in sink_names(settings)}
+        services = cls(settings, metrics, dead_letters, breakers)
+        if settings.scheduler if scheduler is None else scheduler:
+            services.scheduler = factory.scheduler_actor(settings, breakers, dead_letters, metrics)
+        endpoint, journal = ray.get([metrics.actor.endpoint.remote(), dead_letters.actor.path.remote()])
         if settings.metrics_port is not None and endpoint.get("error"):
             raise ConfigError("BREAKWATER_METRICS_PORT (--metrics-port)", endpoint["error"])
-        dead_letters = DeadLetterHandle(factory.dead_letter_actor(settings, metrics))
-        journal = dead_letters.path()
         if journal != str(settings.dlq.path):
             raise ConfigError(
                 "BREAKWATER_DLQ__PATH (--dlq-path)",
                 f"this cluster's dead-letter queue journals to {journal}, not {settings.dlq.path}",
             )
-        dead_letters.actor.configure.remote(settings.dlq, settings.retry)
-        breakers = {s: BreakerHandle(factory.breaker_actor(settings, s, metrics)) for s in sink_names(settings)}
-        for handle in breakers.values():
-            handle.actor.configure.remote(settings.breaker)
-        services = cls(settings, metrics, dead_letters, breakers)
-        if settings.scheduler if scheduler is None else scheduler:
-            services.scheduler = factory.scheduler_actor(settings, breakers, dead_letters, metrics)
+        ray.get(
+            [dead_letters.actor.configure.remote(settings.dlq, settings.retry)]
+            + [handle.actor.configure.remote(settings.breaker) for handle in breakers.values()]
+        )
         return services
 
     @classmethod

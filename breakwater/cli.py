@@ -63,13 +63,19 @@ def _main(
     dlq_path: Annotated[str | None, typer.Option(help="dead-letter journal file")] = None,
     config: Annotated[str | None, typer.Option(help="YAML or TOML settings file")] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster address for operations")] = None,
+    namespace: Annotated[str | None, typer.Option(help="Ray namespace of Breakwater's actors")] = None,
     admin_token: Annotated[
         str | None,
         typer.Option(envvar="BREAKWATER_ADMIN_TOKEN", help="token for destructive operations", show_envvar=True),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    overrides: dict[str, Any] = {"database_url": database_url, "redis_url": redis_url, "redis_prefix": redis_prefix}
+    overrides: dict[str, Any] = {
+        "database_url": database_url,
+        "redis_url": redis_url,
+        "redis_prefix": redis_prefix,
+        "namespace": namespace,
+    }
     if dlq_path:
         overrides["dlq"] = {"path": dlq_path}
     ctx.obj = Options(overrides, config, address, admin_token, as_json)
@@ -89,7 +95,7 @@ def _print(opts: Options, value: Any, title: str = "") -> None:
         console.print("[yellow]not found[/yellow]")
     elif isinstance(data, list) and data and isinstance(data[0], dict):
         table = Table(title=title or None)
-        columns = list(data[0])
+        columns = [c for c in data[0] if any(row.get(c) is not None for row in data)]  # drop empty columns
         for c in columns:
             table.add_column(c)
         for row in data:
