@@ -26,6 +26,7 @@ from breakwater.reports import (
     TIME_FROM_TAG_BLOCK,
     TIME_FROM_TRAILER,
     ReportBatch,
+    shard_of,
 )
 
 # A receive time before 1990 or after 2100 is a corrupt field, not a time.
@@ -118,7 +119,7 @@ class BatchDecoder:
             counts[acc.LINES_DECODED] += len(lines)
             counts[acc.MESSAGES_DECODED] += 1
             for kind, row in result:
-                shard = shards[row[0] % self.n_shards]
+                shard = shards[shard_of(row[0], self.n_shards)]
                 if kind == KIND_POSITION:
                     shard.positions.append(row)
                 elif kind == KIND_STATIC:

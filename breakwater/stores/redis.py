@@ -7,7 +7,7 @@ Key layout (prefix `prod:` as an example; `{bwN}` is a Redis Cluster hash tag):
     prod:vessels:deleted          set: soft-deleted MMSIs, hidden from queries
     prod:updates                  stream of applied updates (only when stream_maxlen > 0)
 
-A vessel's bucket is `mmsi % buckets`. The newer-wins script (latest_state.lua) touches one
+A vessel's bucket is `reports.shard_of(mmsi, buckets)`. The newer-wins script (latest_state.lua) touches one
 bucket's keys per call, all with the same hash tag, so it runs unchanged on Redis Cluster,
 where buckets spread over the shards. A batch is written with one pipeline: one EVALSHA per
 bucket that has updates, never a round trip per message. Only each vessel's newest position
@@ -32,6 +32,7 @@ from breakwater.reports import (
     STATIC_FIELDS,
     ReportBatch,
     newest_per_vessel,
+    shard_of,
 )
 from breakwater.stores.base import SINK_REDIS, WriteResult, mask_url, redact
 
@@ -79,7 +80,7 @@ class RedisKeys:
         self.buckets = buckets
 
     def bucket(self, mmsi: int) -> int:
-        return mmsi % self.buckets
+        return shard_of(mmsi, self.buckets)
 
     def vessel(self, mmsi: int) -> str:
         return f"{self.prefix}{{bw{self.bucket(mmsi)}}}:vessel:{mmsi}"
