@@ -20,6 +20,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,41 @@ _COLUMNS = (
 )
 
 
+@dataclass(frozen=True)
+class _Common:
+    """What every record of one enqueue shares."""
+
+    sink: str
+    source: str
+    job_id: str
+    batch_id: str
+    read_ms: int
+    failure: Failure
+    now: float
+    next_retry_at: float
+
+    @property
+    def status(self) -> str:
+        return WAITING if self.failure.transient else DEAD
+
+    @property
+    def attempts(self) -> int:
+        """Parked (breaker open) and poison records have not used an attempt."""
+        return 0 if self.failure.parked or not self.failure.transient else 1
+
+    @cached_property
+    def history(self) -> str:
+        return json.dumps([self.failure.as_dict()])
+
+    @property
+    def dead_at(self) -> float | None:
+        return self.now if self.status == DEAD else None
+
+    @property
+    def dead_reason(self) -> str | None:
+        return None if self.failure.transient else f"{self.failure.error}: {self.failure.message}"[:500]
+
+
 def _key(row: Sequence[Any]) -> str:
     mmsi, received_ms, digest = row_key(tuple(row))
     return f"{mmsi}:{received_ms}:{digest}"
@@ -173,65 +209,60 @@ class DeadLetterQueue:
         """Journal what `sink` could not write. Idempotent per batch: delivering the same batch
         again (a writer restarted mid-call) accepts it again without adding rows."""
         now = self.clock()
-        status = WAITING if failure.transient else DEAD
         if next_retry_at is None:
             next_retry_at = now if failure.parked else now + self.policy.next_delay_s(1, self.rng)
-        attempts = 0 if failure.parked or not failure.transient else 1
-        history = json.dumps([failure.as_dict()])
-        params = []
-        for kind, rows in rows_by_kind.items():
-            for row in rows:
-                encoded = json.dumps(row)
-                params.append(
-                    (
-                        sink,
-                        kind,
-                        _key(row),
-                        encoded,
-                        source,
-                        job_id,
-                        batch_id,
-                        status,
-                        attempts,
-                        history,
-                        failure.error,
-                        now,
-                        now,
-                        next_retry_at,
-                        now if status == DEAD else None,
-                        None if failure.transient else f"{failure.error}: {failure.message}"[:500],
-                        read_ms,
-                        len(encoded),
-                    )
-                )
+        common = _Common(sink, source, job_id, batch_id, read_ms, failure, now, next_retry_at)
         accepted = duplicates = 0
         seen: set[tuple[str, str]] = set()
         with self._transaction():
-            for p in params:
-                if (p[1], p[2]) in seen:  # the same report twice in one batch
-                    duplicates += 1
-                    continue
-                seen.add((p[1], p[2]))
-                cur = self.db.execute(
-                    "INSERT INTO dead_letters (sink, kind, record_key, row, source, job_id, "
-                    "batch_id, status, attempts, history, last_error, first_failed_at, "
-                    "last_failed_at, next_retry_at, dead_at, dead_reason, read_ms, size_bytes) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-                    "ON CONFLICT (sink, kind, record_key) DO NOTHING",
-                    p,
-                )
-                if cur.rowcount:
-                    accepted += 1
-                    continue
-                found = self.db.execute(
-                    "SELECT batch_id FROM dead_letters WHERE sink=? AND kind=? AND record_key=?",
-                    (p[0], p[1], p[2]),
-                ).fetchone()
-                if found and found[0] == batch_id:
-                    accepted += 1  # the same delivery again: it is journaled already
-                else:
-                    duplicates += 1
+            for kind, rows in rows_by_kind.items():
+                for row in rows:
+                    key = _key(row)
+                    if (kind, key) in seen:  # the same report twice in one batch
+                        duplicates += 1
+                        continue
+                    seen.add((kind, key))
+                    if self._insert(common, kind, key, row):
+                        accepted += 1
+                    else:
+                        duplicates += 1
         return EnqueueResult(accepted, duplicates, self.is_full())
+
+    def _insert(self, c: _Common, kind: str, key: str, row: tuple[Any, ...]) -> bool:
+        """Journal one record; False when it was already waiting from another batch."""
+        encoded = json.dumps(row)
+        cur = self.db.execute(
+            "INSERT INTO dead_letters (sink, kind, record_key, row, source, job_id, batch_id, status, "
+            "attempts, history, last_error, first_failed_at, last_failed_at, next_retry_at, dead_at, "
+            "dead_reason, read_ms, size_bytes) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT (sink, kind, record_key) DO NOTHING",
+            (
+                c.sink,
+                kind,
+                key,
+                encoded,
+                c.source,
+                c.job_id,
+                c.batch_id,
+                c.status,
+                c.attempts,
+                c.history,
+                c.failure.error,
+                c.now,
+                c.now,
+                c.next_retry_at,
+                c.dead_at,
+                c.dead_reason,
+                c.read_ms,
+                len(encoded),
+            ),
+        )
+        if cur.rowcount:
+            return True
+        found = self.db.execute(
+            "SELECT batch_id FROM dead_letters WHERE sink=? AND kind=? AND record_key=?", (c.sink, kind, key)
+        ).fetchone()
+        return bool(found and found[0] == c.batch_id)  # the same delivery again: journaled already
 
     # -- the retry job takes them out -----------------------------------------------------
 
