@@ -23,9 +23,8 @@ for _name in [n for n in os.environ if n.startswith("BREAKWATER_")]:
     del os.environ[_name]
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
 KYSTVERKET = ROOT / "data" / "kystverket-2019-tagblock.nmea"
-AMSA = SHARED_DATA / "amsa-mixed.nmea.gz"
+AMSA = ROOT / "data" / "amsa-mixed.nmea.gz"
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -39,7 +38,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def amsa_path() -> Path:
     if not AMSA.exists():
-        pytest.fail(f"the AMSA capture is missing at {AMSA} (see ../shared/data/README.md)")
+        pytest.fail(f"the AMSA capture is missing at {AMSA} (see data/README.md)")
     return AMSA
 
 

@@ -8,7 +8,7 @@
                 any other Ray cluster it saw.
     memory      Breakwater on N lines and on 10 x N lines: peak RSS of each and their ratio
 
-The corpus is made by `breakwater.corpus` from the real captures in ../shared/data.
+The corpus is made by `breakwater.corpus` from the real captures in data/.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from jobs.bench import ROOT, log
 from jobs.bench.runners import run_breakwater, run_plain
 from jobs.bench.scratch import Scratch
 
-DATA = Path(os.environ.get("BREAKWATER_BENCH_DATA", ROOT.parent / "shared" / "data"))
+DATA = Path(os.environ.get("BENCH_CAPTURES_DIR", ROOT / "data"))
 CAPTURES = ("kystverket-2019-tagblock.nmea", "amsa-mixed.nmea.gz")
 MEMORY_TARGET_RATIO = 1.5
 CONTENDERS = ("decode_only", "plain_script", "breakwater")

@@ -16,7 +16,7 @@ from breakwater.writer import ShardWriter
 from tests.unit.fakes import InProcessCluster, MemorySink
 
 # pyais 3.3.1 counts 34,012 decodable messages in the AMSA capture and 877 in the Kystverket
-# one (../shared/data/README.md). Breakwater decodes the same messages, less those it
+# one (data/README.md). Breakwater decodes the same messages, less those it
 # rejects for a bad checksum or an invalid MMSI, which pyais does not check.
 PYAIS_DECODABLE = {"amsa": 34_012, "kystverket": 877}
 
