@@ -8,34 +8,25 @@ from typing import Any
 from pydantic import SecretStr
 
 from breakwater.admin import AdminGuard
-from breakwater.breaker import BreakerConfig, BreakerState, BreakerView, CallOutcome, CircuitBreaker
+from breakwater.breaker import BreakerConfig, BreakerState, BreakerView, CircuitBreaker, JournaledBreaker
 from breakwater.journal import Snapshots
 from breakwater.metrics import MetricsBuffer
 
 
-class BreakerActor:
-    """Keeps its breaker's state in the journal on every transition, so a restarted actor
-    comes back in the state it was in (a new epoch), not silently CLOSED."""
+class BreakerActor(JournaledBreaker):
+    """A journaled breaker with an address; it also publishes its state and trips as
+    metrics and lets an operator (with the admin token) force it."""
 
     def __init__(
         self, sink: str, config: BreakerConfig, journal_path: Path, metrics: Any, admin_token: SecretStr | None
     ) -> None:
         self.guard = AdminGuard(admin_token)
-        self.snapshots = Snapshots(journal_path)
-        self.metrics = metrics  # a MetricsLink, or None
-        self.breaker = CircuitBreaker(sink, config, on_transition=self._on_transition)
-        saved = self.snapshots.load("breaker", sink)
-        if saved is not None:
-            self.breaker.restore(saved)
-            self._save()
+        self.metrics = metrics  # a MetricsHandle, or None
+        super().__init__(sink, config, Snapshots(journal_path), on_transition=self._on_transition)
         self._publish(trip=False)
 
     def _on_transition(self, breaker: CircuitBreaker, previous: BreakerState, reason: str) -> None:
-        self._save()
         self._publish(trip=breaker.state == BreakerState.OPEN and breaker.forced is None)
-
-    def _save(self) -> None:
-        self.snapshots.save("breaker", self.breaker.sink, self.breaker.snapshot())
 
     def _publish(self, *, trip: bool) -> None:
         if self.metrics is None:
@@ -44,15 +35,6 @@ class BreakerActor:
         buffer.set("circuit_breaker_state", int(self.breaker.state), breaker=self.breaker.sink)
         buffer.inc("circuit_breaker_trips", 1 if trip else 0, breaker=self.breaker.sink)
         self.metrics.push(buffer.drain())
-
-    def view(self) -> BreakerView:
-        return self.breaker.view()
-
-    def acquire_trial(self) -> tuple[bool, BreakerView]:
-        return self.breaker.acquire_trial()
-
-    def record(self, outcomes: list[CallOutcome]) -> BreakerView:
-        return self.breaker.record(outcomes)
 
     def force_by_operator(self, state: int | None, token: str | None, requested_by: str) -> BreakerView:
         """Hold the breaker OPEN or CLOSED (None releases it), after the admin token is checked."""

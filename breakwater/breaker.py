@@ -26,11 +26,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from breakwater.errors import PoisonRecord, StoreError
+
+if TYPE_CHECKING:
+    from breakwater.journal import Snapshots
 
 log = logging.getLogger("breakwater.breaker")
 
@@ -298,3 +301,43 @@ class CircuitBreaker:
         self.forced = None if forced is None else BreakerState(forced)
         self.trips = int(snapshot.get("trips", 0))
         log.warning("breaker %s: restored as %s (epoch %d)", self.sink, self.state.name, self.epoch)
+
+
+class JournaledBreaker:
+    """A breaker whose state lives in the journal: restored when it is created, saved at every
+    transition. The breaker actor is one (a restarted actor comes back OPEN, not silently
+    CLOSED); so is the retry job run without a cluster, which starts from the state the
+    cluster's actor left. `view`, `acquire_trial` and `record` make it a gate's link."""
+
+    def __init__(
+        self,
+        sink: str,
+        config: BreakerConfig,
+        snapshots: Snapshots,
+        *,
+        on_transition: Callable[[CircuitBreaker, BreakerState, str], None] | None = None,
+    ) -> None:
+        self.snapshots = snapshots
+        self._listener = on_transition
+        self.breaker = CircuitBreaker(sink, config, on_transition=self._moved)
+        saved = snapshots.load("breaker", sink)
+        if saved is not None:
+            self.breaker.restore(saved)
+            self._save()
+
+    def _moved(self, breaker: CircuitBreaker, previous: BreakerState, reason: str) -> None:
+        self._save()
+        if self._listener is not None:
+            self._listener(breaker, previous, reason)
+
+    def _save(self) -> None:
+        self.snapshots.save("breaker", self.breaker.sink, self.breaker.snapshot())
+
+    def view(self) -> BreakerView:
+        return self.breaker.view()
+
+    def acquire_trial(self) -> tuple[bool, BreakerView]:
+        return self.breaker.acquire_trial()
+
+    def record(self, outcomes: list[CallOutcome]) -> BreakerView:
+        return self.breaker.record(outcomes)

@@ -14,7 +14,7 @@ from collections import Counter
 from typing import Any, Protocol
 
 from breakwater.admin import AdminGuard
-from breakwater.breaker import BreakerState, BreakerView, CallOutcome, CircuitBreaker
+from breakwater.breaker import BreakerState, JournaledBreaker
 from breakwater.config import Settings
 from breakwater.dead_letters import DEAD, WAITING, DeadLetterQueue
 from breakwater.drain import Drain
@@ -47,30 +47,6 @@ class Operations(Protocol):
     def close(self) -> None: ...
 
 
-class JournaledBreaker:
-    """A breaker restored from, and saved back to, the journal: the retry job, run without a
-    cluster, starts from the state the cluster's breaker actor left."""
-
-    def __init__(self, sink: str, settings: Settings, snapshots: Snapshots) -> None:
-        self.snapshots = snapshots
-        self.breaker = CircuitBreaker(sink, settings.breaker, on_transition=lambda b, *_: self._save())
-        saved = snapshots.load("breaker", sink)
-        if saved is not None:
-            self.breaker.restore(saved)
-
-    def _save(self) -> None:
-        self.snapshots.save("breaker", self.breaker.sink, self.breaker.snapshot())
-
-    def view(self) -> BreakerView:
-        return self.breaker.view()
-
-    def acquire_trial(self) -> tuple[bool, BreakerView]:
-        return self.breaker.acquire_trial()
-
-    def record(self, outcomes: list[CallOutcome]) -> BreakerView:
-        return self.breaker.record(outcomes)
-
-
 class LocalOperations:
     """Operations on the journal file, in this process."""
 
@@ -91,7 +67,9 @@ class LocalOperations:
         return [x.as_dict() for x in self.queue.peek(n, sink=sink, status=DEAD if dead else WAITING)]
 
     def drain(self, *, force: bool = False, sink: str | None = None) -> dict[str, int]:
-        breakers = {name: JournaledBreaker(name, self.settings, self.snapshots) for name in sink_names(self.settings)}
+        breakers = {
+            name: JournaledBreaker(name, self.settings.breaker, self.snapshots) for name in sink_names(self.settings)
+        }
         gates = {name: SinkGate(b) for name, b in breakers.items()}
         sinks = {s.name: s for s in open_sinks(self.settings)}
         try:
@@ -109,11 +87,12 @@ class LocalOperations:
 
     def breakers(self) -> list[dict[str, Any]]:
         return [
-            JournaledBreaker(name, self.settings, self.snapshots).breaker.status() for name in sink_names(self.settings)
+            JournaledBreaker(name, self.settings.breaker, self.snapshots).breaker.status()
+            for name in sink_names(self.settings)
         ]
 
     def force_breaker(self, sink: str, state: str, token: str | None, requested_by: str) -> dict[str, Any]:
         self.guard.check(token, f"force breaker {sink} {state}", requested_by)
-        journaled = JournaledBreaker(sink, self.settings, self.snapshots)
+        journaled = JournaledBreaker(sink, self.settings.breaker, self.snapshots)
         journaled.breaker.force(FORCE_STATES[state], f"forced {state} by {requested_by}")
         return journaled.breaker.status()

@@ -139,3 +139,14 @@ def test_vessel_static_data_from_the_capture(sqlite_job: Job, kystverket_path: P
             vessel = client.vessel(mmsi)
             assert vessel is not None and vessel.name == name
         assert client.counts().vessels_with_static_data >= len(statics)
+
+
+def test_standard_input_is_a_source(sqlite_job: Job, kystverket_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import io
+    import sys
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(kystverket_path.read_bytes())))
+    summary = sqlite_job.ingest("-")
+    assert summary["ok"]
+    assert summary["lines"]["read"] == 1_000
+    assert summary["messages_decoded"] == 876
