@@ -162,11 +162,20 @@ class RedisSink:
         return WriteResult(len(applied), sent - len(applied) + superseded)
 
     def _run(self, updates: dict[int, list[tuple[str, list[Any]]]]) -> list[Any]:
-        pipe = self.client.pipeline(transaction=False)
-        for bucket, items in updates.items():
-            keys = [self.keys.geo(bucket)] + [key for key, _ in items]
-            self.script(keys=keys, args=[json.dumps([u for _, u in items])], client=pipe)
-        applied = [mmsi for result in pipe.execute() for mmsi in result]
+        calls = [
+            ([self.keys.geo(bucket), *(key for key, _ in items)], [json.dumps([u for _, u in items])])
+            for bucket, items in updates.items()
+        ]
+        if isinstance(self.client, RedisCluster):
+            # redis-py refuses EVALSHA in a cluster pipeline: one call per bucket, each routed
+            # to the shard that owns the bucket's hash slot.
+            results = [self.script(keys=keys, args=args) for keys, args in calls]
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for keys, args in calls:
+                self.script(keys=keys, args=args, client=pipe)
+            results = pipe.execute()
+        applied = [mmsi for result in results for mmsi in result]
         if applied and self.stream_maxlen:
             pipe = self.client.pipeline(transaction=False)
             for mmsi in applied:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -315,3 +316,110 @@ def test_sqlite_and_postgresql_derive_the_same_vessels_and_latest_state(
         sink.close()
     assert len(tables[sqlite_url]["vessels"]) > 1000
     assert tables[sqlite_url] == tables[postgres_url]
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[str]:
+    """A real three-shard Redis Cluster on loopback ports, started and stopped by the test."""
+    import shutil
+    import subprocess
+
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        pytest.fail("redis-server and redis-cli are needed for the Redis Cluster test")
+    ports = _cluster_ports(3)
+    pidfiles = []
+    for port in ports:
+        folder = tmp_path / f"redis-{port}"
+        folder.mkdir()
+        pidfiles.append(folder / "redis.pid")
+        subprocess.run(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+             "--cluster-config-file", str(folder / "nodes.conf"), "--dir", str(folder), "--save", "",
+             "--appendonly", "no", "--daemonize", "yes", "--pidfile", str(pidfiles[-1])],
+            check=True,
+        )  # fmt: skip
+    try:
+        for port in ports:
+            _wait_for_redis(port)
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-replicas", "0",
+             "--cluster-yes"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        _wait_for_cluster_ok(ports[0])
+        yield f"redis://127.0.0.1:{ports[0]}/0?cluster=true"
+    finally:
+        for pidfile in pidfiles:
+            if pidfile.exists():
+                __import__("os").kill(int(pidfile.read_text()), 15)
+
+
+def _cluster_ports(n: int) -> list[int]:
+    """Free ports whose cluster-bus twin (port + 10000) is free too; Redis wants port <= 55535."""
+    import random
+    import socket
+
+    ports: list[int] = []
+    while len(ports) < n:
+        port = random.randint(20_000, 45_000)
+        try:
+            for candidate in (port, port + 10_000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def _wait_for_redis(port: int) -> None:
+    import time
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if redis.Redis(host="127.0.0.1", port=port).ping():
+                return
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    pytest.fail(f"redis-server on port {port} did not start")
+
+
+def _wait_for_cluster_ok(port: int) -> None:
+    import time
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        info = redis.Redis(host="127.0.0.1", port=port, decode_responses=True).execute_command("CLUSTER INFO")
+        if info.get("cluster_state") == "ok":  # redis-py parses the reply into a dict
+            return
+        time.sleep(0.05)
+    pytest.fail("the Redis Cluster did not reach cluster_state:ok")
+
+
+def test_the_same_code_runs_on_a_redis_cluster(
+    make_job: Any, sqlite_url: str, redis_cluster: str, kystverket_path: Path
+) -> None:
+    job = make_job(sqlite_url, redis_cluster, "prod:")
+    first = job.ingest(kystverket_path)
+    second = job.ingest(kystverket_path)
+    assert first["ok"] and second["ok"]
+    live = first["sinks"]["redis"]
+    assert live["written"] + live["duplicates"] == live["received"] == 876
+    assert second["sinks"]["redis"]["written"] == 0
+    settings = job.settings()
+    cluster = RedisQueries(settings.redis_url, prefix=settings.redis_prefix)
+    from breakwater.stores.sql_queries import SqlQueries
+
+    sql = SqlQueries(settings.database_url)
+    for mmsi in list(independent_tracks(kystverket_path))[:50]:
+        a, b = cluster.latest(mmsi), sql.latest(mmsi)
+        assert a is not None and b is not None and (a.received_at, a.lat, a.lon) == (b.received_at, b.lat, b.lon)
+    assert cluster.vessel_count() == sum(
+        1 for s in [sql.latest(m) for m in independent_tracks(kystverket_path)] if s and s.lat is not None
+    )
+    near = {s.mmsi for s in cluster.nearby(59.9, 10.7, 60.0, 10_000)}
+    assert near and near <= {s.mmsi for s in sql.nearby(59.9, 10.7, 60.3, 10_000)}
+    cluster.close()
+    sql.close()
