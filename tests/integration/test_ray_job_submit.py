@@ -45,7 +45,13 @@ def ray_head() -> Iterator[str]:
         address = f"http://127.0.0.1:{dashboard}"
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            probe = subprocess.run([str(RAY), "job", "list", "--address", address], env=env, capture_output=True)
+            # Ready when a job can be submitted: the job API answers before the node's agent
+            # that runs jobs does ("No available agent to submit job").
+            probe = subprocess.run(
+                [str(RAY), "job", "submit", "--address", address, "--no-wait", "--", "true"],
+                env=env,
+                capture_output=True,
+            )
             if probe.returncode == 0:
                 break
             time.sleep(0.5)
