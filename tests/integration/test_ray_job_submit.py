@@ -38,7 +38,10 @@ def ray_head() -> Iterator[str]:
     head = subprocess.Popen(
         [str(RAY), "start", "--head", "--block", f"--temp-dir={temp}", f"--port={free_port()}",
          "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-         "--num-cpus=2", "--include-dashboard=true", "--disable-usage-stats"],
+         "--num-cpus=2", "--include-dashboard=true", "--disable-usage-stats",
+         # Ports of its own: the test session's cluster holds Ray's default agent ports.
+         f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+         f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -56,7 +59,7 @@ def ray_head() -> Iterator[str]:
                 break
             time.sleep(0.5)
         else:
-            pytest.fail("the Ray head's job API did not come up")
+            pytest.fail(f"the Ray head's job API did not come up: {probe.stderr.decode()[-1500:]}")
         yield address
     finally:
         head.terminate()
