@@ -51,13 +51,7 @@ class DeadLetterActor:
             stats = self.queue.stats()
             self.queue.purge_expired()
         buffer = MetricsBuffer()
-        buffer.set("ais_dlq_size", stats.waiting)
-        buffer.set("ais_dlq_bytes", stats.waiting_bytes)
-        buffer.set("ais_dlq_dead", stats.dead)
-        buffer.set("ais_dlq_dead_expiring", stats.dead_expiring_soon)
-        buffer.set("ais_dlq_full", int(stats.full))
-        oldest = stats.oldest_failed_at
-        buffer.set("ais_dlq_oldest_age_seconds", 0 if oldest is None else max(0.0, time.time() - oldest))
+        stats.publish(buffer, time.time())
         self.metrics.push(buffer.drain())
 
     # -- writers and drains --------------------------------------------------------------------

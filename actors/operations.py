@@ -8,7 +8,7 @@ from actors.handles import Services, call, init_ray
 from breakwater.config import Settings
 from breakwater.drain import Drain
 from breakwater.errors import NotRunningError
-from breakwater.gate import SinkGate
+from breakwater.gate import gates_for
 from breakwater.operations import FORCE_STATES
 from breakwater.stores import open_sinks
 
@@ -37,7 +37,7 @@ class ClusterOperations:
         if self.services.scheduler is not None:
             return self.services.drain_now(force=force, sink=sink)
         settings = self.services.settings
-        gates = {name: SinkGate(link) for name, link in self.services.breakers.items()}
+        gates = gates_for(self.services.breakers)
         sinks = {s.name: s for s in open_sinks(settings) if s.name in gates}
         try:
             return dict(

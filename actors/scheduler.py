@@ -9,7 +9,7 @@ from typing import Any
 
 from breakwater.config import Settings
 from breakwater.drain import Drain
-from breakwater.gate import SinkGate
+from breakwater.gate import gates_for
 from breakwater.metrics import MetricsBuffer
 from breakwater.stores import open_sinks
 
@@ -24,10 +24,7 @@ class RetrySchedulerActor:
         self.settings = settings
         self.metrics = metrics
         self.buffer = MetricsBuffer()
-        gates = {
-            name: SinkGate(link, report_interval_s=settings.breaker_report_interval_s)
-            for name, link in breakers.items()
-        }
+        gates = gates_for(breakers, report_interval_s=settings.breaker_report_interval_s)
         self.drain = Drain(
             dead_letters, {s.name: s for s in open_sinks(settings)}, gates, settings.retry, metrics=self.buffer
         )

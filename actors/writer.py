@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from breakwater.config import Settings
-from breakwater.gate import SinkGate
+from breakwater.gate import gates_for
 from breakwater.reports import ReportBatch
 from breakwater.stores import open_sinks
 from breakwater.writer import ShardWriter, WriteReport
@@ -17,10 +17,7 @@ class WriterActor:
     actor at most once per `metrics_push_interval_s`, piggy-backed on writes."""
 
     def __init__(self, settings: Settings, breakers: dict[str, Any], dead_letters: Any, metrics: Any) -> None:
-        gates = {
-            name: SinkGate(link, report_interval_s=settings.breaker_report_interval_s)
-            for name, link in breakers.items()
-        }
+        gates = gates_for(breakers, report_interval_s=settings.breaker_report_interval_s)
         self.writer = ShardWriter(open_sinks(settings), gates, dead_letters, job_id="")
         self.metrics = metrics
         self.push_interval_s = settings.metrics_push_interval_s

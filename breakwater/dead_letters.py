@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from breakwater.accounting import DeadLetterTally
 from breakwater.journal import Transaction, open_journal
+from breakwater.metrics import MetricsBuffer
 from breakwater.reports import row_key
 from breakwater.retry import RetryPolicy
 
@@ -124,6 +125,16 @@ class DeadLetterStats:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    def publish(self, buffer: MetricsBuffer, now: float) -> None:
+        """The queue's gauges, as the metrics catalog names them."""
+        buffer.set("ais_dlq_size", self.waiting)
+        buffer.set("ais_dlq_bytes", self.waiting_bytes)
+        buffer.set("ais_dlq_dead", self.dead)
+        buffer.set("ais_dlq_dead_expiring", self.dead_expiring_soon)
+        buffer.set("ais_dlq_full", int(self.full))
+        oldest = self.oldest_failed_at
+        buffer.set("ais_dlq_oldest_age_seconds", 0 if oldest is None else max(0.0, now - oldest))
 
 
 _COLUMNS = (

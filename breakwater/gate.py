@@ -17,7 +17,7 @@ operator's forced state or another writer's trip takes to reach this writer.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -104,3 +104,8 @@ class SinkGate:
         outcomes, self._buffer = self._buffer, []
         self._set_view(self.link.record(outcomes))
         self._last_report = self.clock()
+
+
+def gates_for(links: Mapping[str, BreakerLink], *, report_interval_s: float = 1.0) -> dict[str, SinkGate]:
+    """One gate per sink, over that sink's breaker link."""
+    return {sink: SinkGate(link, report_interval_s=report_interval_s) for sink, link in links.items()}

@@ -18,7 +18,7 @@ from breakwater.breaker import BreakerState, JournaledBreaker
 from breakwater.config import Settings
 from breakwater.dead_letters import DEAD, WAITING, DeadLetterQueue
 from breakwater.drain import Drain
-from breakwater.gate import SinkGate
+from breakwater.gate import gates_for
 from breakwater.journal import Snapshots
 from breakwater.stores import open_sinks, sink_names
 
@@ -70,7 +70,7 @@ class LocalOperations:
         breakers = {
             name: JournaledBreaker(name, self.settings.breaker, self.snapshots) for name in sink_names(self.settings)
         }
-        gates = {name: SinkGate(b) for name, b in breakers.items()}
+        gates = gates_for(breakers)
         sinks = {s.name: s for s in open_sinks(self.settings)}
         try:
             report: Counter[str] = Drain(self.queue, sinks, gates, self.settings.retry).run(force=force, only_sink=sink)

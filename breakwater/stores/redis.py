@@ -224,23 +224,20 @@ class RedisQueries:
         data = self.client.hgetall(self.keys.vessel(mmsi))
         return _state_from_hash(data) if data and "pos_ms" in data else None
 
-    def nearby(self, lat: float, lon: float, radius_km: float, limit: int = 100) -> list[VesselState]:
-        """GEOSEARCH every bucket, merge by distance, then fetch the hashes in one pipeline."""
+    def _search_buckets(self, **query: Any) -> list[Any]:
+        """One GEOSEARCH per bucket, in one pipeline: the results of every bucket."""
         pipe = self.client.pipeline(transaction=False)
         for bucket in range(self.keys.buckets):
-            pipe.geosearch(
-                self.keys.geo(bucket),
-                longitude=lon,
-                latitude=lat,
-                radius=radius_km,
-                unit="km",
-                withdist=True,
-                sort="ASC",
-                count=limit,
-            )
+            pipe.geosearch(self.keys.geo(bucket), unit="km", **query)
+        return [hit for result in pipe.execute() for hit in result]
+
+    def nearby(self, lat: float, lon: float, radius_km: float, limit: int = 100) -> list[VesselState]:
+        """GEOSEARCH every bucket, merge by distance, then fetch the hashes in one pipeline."""
+        found = self._search_buckets(
+            longitude=lon, latitude=lat, radius=radius_km, withdist=True, sort="ASC", count=limit
+        )
         hits: list[tuple[float | None, int]] = sorted(
-            ((float(dist), int(member)) for result in pipe.execute() for member, dist in result),
-            key=lambda hit: (hit[0], hit[1]),
+            ((float(dist), int(member)) for member, dist in found), key=lambda hit: (hit[0], hit[1])
         )
         return self._states(hits, limit)
 
@@ -252,23 +249,10 @@ class RedisQueries:
         centre_lat, centre_lon = (south + north) / 2, (west + east) / 2
         height_km = haversine_km(south, centre_lon, north, centre_lon)
         width_km = max(haversine_km(lat, west, lat, east) for lat in (south, centre_lat, north))
-        pipe = self.client.pipeline(transaction=False)
-        for bucket in range(self.keys.buckets):
-            pipe.geosearch(
-                self.keys.geo(bucket),
-                longitude=centre_lon,
-                latitude=centre_lat,
-                width=width_km * 1.01,
-                height=height_km * 1.01,
-                unit="km",
-                withcoord=True,
-            )
-        inside = sorted(
-            int(member)
-            for result in pipe.execute()
-            for member, (lon, lat) in result
-            if south <= lat <= north and west <= lon <= east
+        found = self._search_buckets(
+            longitude=centre_lon, latitude=centre_lat, width=width_km * 1.01, height=height_km * 1.01, withcoord=True
         )
+        inside = sorted(int(member) for member, (lon, lat) in found if south <= lat <= north and west <= lon <= east)
         return self._states([(None, m) for m in inside], limit)
 
     def _states(self, hits: list[tuple[float | None, int]], limit: int) -> list[VesselState]:

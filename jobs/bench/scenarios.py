@@ -89,17 +89,7 @@ def _throughput_round(ctx: Context, corpus: Path, r: int) -> dict[str, dict[str,
     plain["stores"] = ctx.scratch.contents(db, prefix)
     log(f"  {plain.get('msgs_per_s')} msg/s")
     log(f"round {r + 1}: Breakwater ingest job (Ray, both sinks, breakers, DLQ, metrics)")
-    db, prefix = ctx.scratch.database(f"bw{r}"), ctx.scratch.prefix(f"bw{r}")
-    bw = run_breakwater(
-        corpus,
-        ctx.tmp,
-        f"throughput{r}",
-        database_url=db,
-        redis_url=ctx.scratch.redis_url,
-        prefix=prefix,
-        extra=ctx.ingest_args,
-        timeout_s=ctx.timeout_s,
-    )
+    bw, db, prefix = breakwater_on_scratch(ctx, corpus, f"bw{r}", f"throughput{r}")
     bw["stores"] = ctx.scratch.contents(db, prefix)
     log(f"  exit {bw['exit_code']}, {bw.get('msgs_per_s')} msg/s steady, wall {bw['wall_s']} s")
     ctx.reference_stores = ctx.reference_stores or bw["stores"]
@@ -141,23 +131,30 @@ def scenario_throughput(ctx: Context, corpus: Path, corpus_info: dict[str, Any])
     }
 
 
+def breakwater_on_scratch(ctx: Context, corpus: Path, store: str, label: str) -> tuple[dict[str, Any], str, str]:
+    """Breakwater's ingest job on a fresh scratch database and Redis prefix named `store`;
+    the run's results, and the database URL and prefix it wrote to."""
+    db, prefix = ctx.scratch.database(store), ctx.scratch.prefix(store)
+    run = run_breakwater(
+        corpus,
+        ctx.tmp,
+        label,
+        database_url=db,
+        redis_url=ctx.scratch.redis_url,
+        prefix=prefix,
+        extra=ctx.ingest_args,
+        timeout_s=ctx.timeout_s,
+    )
+    return run, db, prefix
+
+
 def scenario_memory(ctx: Context, lines: int) -> dict[str, Any]:
     """Breakwater on N and on 10 x N lines: memory should grow far less than the input."""
     runs = {}
     for label, n in (("n", lines), ("10n", lines * 10)):
         corpus, info = make_corpus(n, ctx.tmp)
         log(f"Breakwater on {n:,} lines (memory)")
-        db, prefix = ctx.scratch.database(f"mem{label}"), ctx.scratch.prefix(f"mem{label}")
-        run = run_breakwater(
-            corpus,
-            ctx.tmp,
-            f"memory-{label}",
-            database_url=db,
-            redis_url=ctx.scratch.redis_url,
-            prefix=prefix,
-            extra=ctx.ingest_args,
-            timeout_s=ctx.timeout_s,
-        )
+        run, _db, _prefix = breakwater_on_scratch(ctx, corpus, f"mem{label}", f"memory-{label}")
         run.pop("timeline", None)
         run["corpus"] = info
         runs[label] = run
