@@ -18,8 +18,8 @@ from typing import Any
 import ray
 from ray.util import metrics as ray_metrics
 
+from actors.dashboards import install_dashboard
 from actors.periodic import Every
-from breakwater.dashboards import install_dashboard
 from breakwater.journal import Snapshots
 from breakwater.metrics import CATALOG, LATENCY_BUCKETS_S, Labels, MetricDelta, MetricsAggregator
 from breakwater.metrics_http import MetricsServer

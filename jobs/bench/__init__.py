@@ -1,9 +1,10 @@
 """The benchmark harness, `python -m jobs.bench` (the command and its scenarios: `__main__`).
 
-One concern per module: `scratch` (throw-away databases and Redis prefixes), `sampling` (memory
-and metrics while a job runs), `runners` (the contenders as processes), `scenarios`, `outage`
-and `fastpath` (what is measured), `machine` (what it ran on). Only this package's root holds
-what they all share: where the project is, and the progress line.
+One concern per module: `corpus` (large inputs replayed from the real captures), `scratch`
+(throw-away databases and Redis prefixes), `sampling` (memory and metrics while a job runs),
+`runners` (the contenders as processes), `scenarios`, `outage` and `fastpath` (what is
+measured), `machine` (what it ran on). Only this package's root holds what they all share:
+where the project is, and the progress line.
 """
 
 from __future__ import annotations

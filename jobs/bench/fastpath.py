@@ -31,7 +31,6 @@ from typing import Any
 
 from breakwater import accounting as acc
 from breakwater.breaker import BreakerState, CircuitBreaker
-from breakwater.corpus import corpus_lines
 from breakwater.dead_letters import DeadLetterConfig, DeadLetterQueue, EnqueueResult, Failure
 from breakwater.decode import BatchDecoder
 from breakwater.framing import Reader
@@ -40,6 +39,7 @@ from breakwater.reports import KINDS, ReportBatch
 from breakwater.stores.base import SINK_DB, WriteResult
 from breakwater.writer import DeadLetterLink, ShardWriter
 from jobs.bench import log
+from jobs.bench.corpus import corpus_lines
 from jobs.bench.scenarios import CAPTURES, DATA
 
 BATCH_LINES = 5000  # the ingest job's default batch_lines

@@ -8,7 +8,7 @@
                 any other Ray cluster it saw.
     memory      Breakwater on N lines and on 10 x N lines: peak RSS of each and their ratio
 
-The corpus is made by `breakwater.corpus` from the real captures in data/.
+The corpus is made by `jobs.bench.corpus` from the real captures in data/.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class Context:
 
 
 def make_corpus(lines: int, tmp: Path) -> tuple[Path, dict[str, Any]]:
-    from breakwater.corpus import build_corpus
+    from jobs.bench.corpus import build_corpus
 
     started = time.perf_counter()
     info = build_corpus([DATA / c for c in CAPTURES], lines, tmp / f"corpus-{lines}.nmea")

@@ -41,7 +41,7 @@ def test_the_head_keeps_token_auth_and_exports_metrics() -> None:
 
 
 def test_the_dashboard_is_installed_where_rays_grafana_looks(tmp_path: Path) -> None:
-    from breakwater.dashboards import DASHBOARD, install_dashboard
+    from actors.dashboards import DASHBOARD, install_dashboard
 
     assert install_dashboard(tmp_path) is None  # Ray runs without its dashboard: nothing to do
     folder = tmp_path / "metrics" / "grafana" / "dashboards"

@@ -12,7 +12,7 @@ import logging
 import shutil
 from pathlib import Path
 
-log = logging.getLogger("breakwater.dashboards")
+log = logging.getLogger("breakwater.actors.dashboards")
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "breakwater-dashboard.json"
 

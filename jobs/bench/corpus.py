@@ -22,7 +22,7 @@ A corpus is deterministic: the same sources, size and start time give the same b
 last replay is cut at exactly `lines` lines, which may leave its last multi-sentence message
 incomplete (one orphan fragment, as a feed cut mid-message has).
 
-    from breakwater.corpus import build_corpus
+    from jobs.bench.corpus import build_corpus
     info = build_corpus([Path("kystverket.nmea"), Path("amsa.nmea.gz")], 200_000, Path("corpus.nmea"))
 """
 
