@@ -5,6 +5,9 @@ The loop is plain Python. It reaches the cluster only through a `Cluster` (the R
 reports to the shard writers and reports back the counts. Backpressure comes from two
 bounds: at most `max_in_flight` batches are submitted and not yet written, and while the
 dead-letter queue is over its limits no new batch is submitted at all.
+
+A source that fails part way (SourceError from its `lines`) ends with the lines it gave
+counted like any others; the summary names it, and the job is not ok.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from breakwater import accounting as acc
+from breakwater.errors import SourceError
 from breakwater.framing import LineBatch, Reader
 from breakwater.metrics import MetricDelta, MetricsBuffer
 from breakwater.sources import Source
-from breakwater.summary import IngestSummary
+from breakwater.summary import FAILED, NOT_STARTED, READ_TO_END, STOPPED, IngestSummary, SourceEnd, example_text
 
 log = logging.getLogger("breakwater.pipeline")
 
@@ -81,20 +85,22 @@ class _SourceThread(threading.Thread):
         self.options = options
         self.stop = stop
         self.readers: list[Reader] = []
+        self.ends: list[SourceEnd] = []
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
             for source in self.sources:
                 if self.stop.is_set():
-                    break
-                self._read(source)
-        except BaseException as e:  # reported by the loop, which stops the job
+                    self.ends.append(SourceEnd(source.name, 0, NOT_STARTED))
+                else:
+                    self.ends.append(self._read(source))
+        except BaseException as e:  # a bug, not a source that failed: the loop raises it
             self.error = e
         finally:
             self.out.put(None)
 
-    def _read(self, source: Source) -> None:
+    def _read(self, source: Source) -> SourceEnd:
         o = self.options
         reader = Reader(
             source.name,
@@ -104,15 +110,24 @@ class _SourceThread(threading.Thread):
             fragment_timeout_s=o.fragment_timeout_s,
         )
         self.readers.append(reader)
-        for line in source.lines(self.stop):
-            batch = reader.feed(line) if line is not None else reader.tick()
-            if batch is not None:
-                self.out.put(batch)
-            if self.stop.is_set():
-                break
-        last = reader.close()
+        failure: SourceError | None = None
+        try:
+            for line in source.lines(self.stop):
+                batch = reader.feed(line) if line is not None else reader.tick()
+                if batch is not None:
+                    self.out.put(batch)
+                if self.stop.is_set():
+                    break
+        except SourceError as e:
+            log.error("%s", e)
+            failure = e
+        last = reader.close()  # also after a failure: what was read is decoded and counted
         if last is not None:
             self.out.put(last)
+        lines_read = reader.counts[acc.LINES_READ]
+        if failure is not None:
+            return SourceEnd(source.name, lines_read, FAILED, str(failure))
+        return SourceEnd(source.name, lines_read, STOPPED if self.stop.is_set() else READ_TO_END)
 
 
 class Ingest:
@@ -173,7 +188,7 @@ class Ingest:
             if thread.error is not None:
                 raise thread.error
         self._push_metrics(threads, final=True)
-        return self._summary(self.clock() - started)
+        return self._summary(self.clock() - started, [end for t in threads for end in t.ends])
 
     def _start_readers(self, sources: list[Source]) -> list[_SourceThread]:
         out: queue.Queue[Any] = queue.Queue(maxsize=self.max_in_flight)
@@ -237,8 +252,7 @@ class Ingest:
             self.cluster.push_metrics(shipment)
         self._last_push = self.clock()
 
-    def _summary(self, elapsed_s: float) -> IngestSummary:
+    def _summary(self, elapsed_s: float, sources: list[SourceEnd]) -> IngestSummary:
         tally = self.cluster.dead_letter_tally(self.job_id)
-        errors = acc.conservation_errors(self.counts, self.cluster.sinks, tally)
-        examples = {k: v.decode("ascii", "replace") for k, v in self._examples.items()}
-        return IngestSummary(self.job_id, self.counts, self.cluster.sinks, tally, examples, elapsed_s, errors)
+        examples = {k: example_text(v) for k, v in self._examples.items()}
+        return IngestSummary(self.job_id, self.counts, self.cluster.sinks, tally, examples, elapsed_s, sources)

@@ -11,27 +11,39 @@ Source specs, as given on the command line:
     tcp://host:port         a live feed (an AIS receiver or aggregator); reconnects with
                             backoff when the connection drops
     tcp://host:port?reconnect=0   the same, ending when the peer closes the connection
+
+A source that cannot be read to its end (a truncated gzip file, an I/O error, a feed with
+reconnect=0 that is refused or reset) raises SourceError from `lines`, after the lines it
+did read: the reader counts those, and the job's summary says what was not read.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import logging
 import socket
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from breakwater.errors import SourceError
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 log = logging.getLogger("breakwater.sources")
 
 GZIP_MAGIC = b"\x1f\x8b"
 _READ_SIZE = 1 << 16
+# What reading a file or a pipe raises when it cannot go on: I/O errors, a gzip stream cut
+# short (EOFError) or corrupt (zlib.error; gzip.BadGzipFile is an OSError).
+_READ_ERRORS = (OSError, EOFError, zlib.error)
 
 
 class Source(Protocol):
@@ -41,7 +53,10 @@ class Source(Protocol):
     @property
     def connected(self) -> bool: ...
 
-    def lines(self, stop: threading.Event) -> Iterator[bytes | None]: ...
+    def lines(self, stop: threading.Event) -> Iterator[bytes | None]:
+        """Raw lines until the end of the source or until `stop` is set; SourceError when
+        the source cannot be read to its end (after yielding every line it could read)."""
+        ...
 
 
 class FileSource:
@@ -67,22 +82,64 @@ class FileSource:
         try:
             with self._open() as stream:
                 yield from stream
-        except (OSError, EOFError) as e:  # a truncated gzip file ends the source, counted lines stay
-            log.error("%s: reading stopped: %s", self.name, e)
+        except _READ_ERRORS as e:
+            raise SourceError(f"{self.name}: not read to its end: {e}") from e
+
+
+class _Prefixed(io.RawIOBase):
+    """A stream whose first bytes were read to look at them: they come first again.
+
+    Reads return what the stream has (`read1`), so lines on a live pipe are not held back
+    until a buffer fills."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self._head = head
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._head:
+            n = min(len(view), len(self._head))
+            view[:n], self._head = self._head[:n], self._head[n:]
+            return n
+        read1 = getattr(self._rest, "read1", self._rest.read)
+        data: bytes = read1(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+
+def _sniffed(stream: BinaryIO) -> BinaryIO:
+    """`stream` to be read line by line, decompressed when it starts with gzip's magic bytes."""
+    head = stream.read(len(GZIP_MAGIC))
+    raw = _Prefixed(head, stream)
+    if head == GZIP_MAGIC:
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    return io.BufferedReader(raw, _READ_SIZE)
 
 
 class StdinSource:
+    """Standard input, plain or gzip (recognised by content, as a file is)."""
+
     live = False
     connected = False
     name = "stdin"
 
     def lines(self, stop: threading.Event) -> Iterator[bytes | None]:
-        yield from sys.stdin.buffer
+        try:
+            yield from _sniffed(sys.stdin.buffer)
+        except _READ_ERRORS as e:
+            raise SourceError(f"{self.name}: not read to its end: {e}") from e
 
 
 class TcpFeed:
     """A live NMEA feed over TCP. Yields None every `idle_s` without data, reconnects after
-    `backoff_s` (doubling up to `max_backoff_s`) when the connection drops or is refused."""
+    `backoff_s` (doubling up to `max_backoff_s`) when the connection drops or is refused.
+
+    With `reconnect=False` the feed ends when the peer closes the connection; a refused
+    connection or one that breaks is a SourceError, since the feed was not read to its end."""
 
     live = True
 
@@ -111,15 +168,19 @@ class TcpFeed:
     def lines(self, stop: threading.Event) -> Iterator[bytes | None]:
         delay = self.backoff_s
         while not stop.is_set():
+            step = "cannot connect"
             try:
                 with socket.create_connection((self.host, self.port), timeout=5.0) as sock:
                     sock.settimeout(self.idle_s)
                     self._connected = True
+                    step = "connection lost"
                     delay = self.backoff_s
                     log.info("%s: connected", self.name)
                     yield from self._read(sock, stop)
             except OSError as e:
-                log.warning("%s: %s", self.name, e)
+                if not self.reconnect:
+                    raise SourceError(f"{self.name}: not read to its end: {step}: {e}") from e
+                log.warning("%s: %s: %s", self.name, step, e)
             finally:
                 self._connected = False
             if not self.reconnect:

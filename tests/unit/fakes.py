@@ -1,12 +1,14 @@
-"""Fakes for unit tests of plain logic: a sink that fails on demand, a link that counts calls."""
+"""Fakes for unit tests of plain logic: a sink that fails on demand, a link that counts calls,
+a source that fails or is stopped part way."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from breakwater.breaker import BreakerView, CallOutcome, CircuitBreaker
-from breakwater.errors import PoisonRecord, StoreUnavailable
+from breakwater.errors import PoisonRecord, SourceError, StoreUnavailable
 from breakwater.reports import ReportBatch, row_key
 from breakwater.stores.base import WriteResult
 
@@ -45,6 +47,34 @@ class MemorySink:
 
     def close(self) -> None:
         pass
+
+
+class ListSource:
+    """A finite source of the given lines. After them it raises SourceError with `fail`, as
+    an I/O error would; or after `stop_after` lines it sets the job's stop event, as SIGTERM
+    does, and ends, as a source watching that event does."""
+
+    live = False
+    connected = False
+
+    def __init__(
+        self, name: str, lines: list[bytes], *, fail: str | None = None, stop_after: int | None = None
+    ) -> None:
+        self.name = name
+        self._lines = lines
+        self.fail = fail
+        self.stop_after = stop_after
+        self.yielded = 0
+
+    def lines(self, stop: threading.Event) -> Iterator[bytes | None]:
+        for line in self._lines:
+            if self.yielded == self.stop_after:
+                stop.set()
+                return
+            self.yielded += 1
+            yield line
+        if self.fail is not None:
+            raise SourceError(f"{self.name}: not read to its end: {self.fail}")
 
 
 class CountingLink:
