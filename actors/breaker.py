@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
-
-from breakwater.admin import AdminGuard
+from breakwater.admin import journal_guard
 from breakwater.breaker import BreakerConfig, BreakerState, BreakerView, CircuitBreaker, JournaledBreaker
 from breakwater.journal import Snapshots
 from breakwater.metrics import MetricsBuffer
@@ -17,10 +15,7 @@ class BreakerActor(JournaledBreaker):
     """A journaled breaker with an address; it also publishes its state and trips as
     metrics and lets an operator (with the admin token) force it."""
 
-    def __init__(
-        self, sink: str, config: BreakerConfig, journal_path: Path, metrics: Any, admin_token: SecretStr | None
-    ) -> None:
-        self.guard = AdminGuard(admin_token)
+    def __init__(self, sink: str, config: BreakerConfig, journal_path: Path, metrics: Any) -> None:
         self.metrics = metrics  # a MetricsHandle, or None
         super().__init__(sink, config, Snapshots(journal_path), on_transition=self._on_transition)
         self._publish(trip=False)
@@ -40,7 +35,7 @@ class BreakerActor(JournaledBreaker):
         """Hold the breaker OPEN or CLOSED (None releases it), after the admin token is checked."""
         wanted = None if state is None else BreakerState(state)
         label = "release" if wanted is None else wanted.name
-        self.guard.check(token, f"force breaker {self.breaker.sink} {label}", requested_by)
+        journal_guard(self.snapshots).check(token, f"force breaker {self.breaker.sink} {label}", requested_by)
         return self.breaker.force(wanted, f"{label} by operator {requested_by}")
 
     def configure(self, config: BreakerConfig) -> None:

@@ -6,12 +6,11 @@ import threading
 import time
 from typing import Any
 
-from pydantic import SecretStr
-
 from actors.periodic import Every
 from breakwater.accounting import DeadLetterTally
-from breakwater.admin import AdminGuard
+from breakwater.admin import journal_guard
 from breakwater.dead_letters import DeadLetter, DeadLetterConfig, DeadLetterQueue, EnqueueResult, Failure
+from breakwater.journal import Snapshots
 from breakwater.metrics import MetricsBuffer
 from breakwater.retry import RetryPolicy
 
@@ -24,12 +23,11 @@ class DeadLetterActor:
         self,
         config: DeadLetterConfig,
         policy: RetryPolicy,
-        admin_token: SecretStr | None,
         metrics: Any,
         publish_interval_s: float,
     ) -> None:
         self.queue = DeadLetterQueue(config, policy)
-        self.guard = AdminGuard(admin_token)
+        self.snapshots = Snapshots(config.path)
         self.metrics = metrics
         self.lock = threading.Lock()
         self.publisher = Every(publish_interval_s, self.publish, "dlq-stats")
@@ -106,6 +104,7 @@ class DeadLetterActor:
         """clear, clear_dead or redrive, after the admin token is checked."""
         if operation not in ("clear", "clear_dead", "redrive"):
             raise ValueError(f"unknown dead-letter operation {operation!r}")
-        self.guard.check(token, f"dead-letter {operation}" + (f" of {sink}" if sink else ""), requested_by)
+        guard = journal_guard(self.snapshots)
+        guard.check(token, f"dead-letter {operation}" + (f" of {sink}" if sink else ""), requested_by)
         with self.lock:
             return int(getattr(self.queue, operation)(sink))

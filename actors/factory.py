@@ -63,13 +63,13 @@ def metrics_actor(settings: Settings) -> Any:
 
 def dead_letter_actor(settings: Settings, metrics: Any) -> Any:
     return _singleton(DeadLetterActor, DEAD_LETTERS, settings, resources=HEAD_NODE).remote(
-        settings.dlq, settings.retry, settings.admin_token, metrics, settings.metrics_push_interval_s
+        settings.dlq, settings.retry, metrics, settings.metrics_push_interval_s
     )
 
 
 def breaker_actor(settings: Settings, sink: str, metrics: Any) -> Any:
     return _singleton(BreakerActor, breaker_name(sink), settings, resources=HEAD_NODE).remote(
-        sink, settings.breaker, settings.dlq.path, metrics, settings.admin_token
+        sink, settings.breaker, settings.dlq.path, metrics
     )
 
 

@@ -9,7 +9,6 @@ objects, so the plain code cannot tell them apart and tests can pass the plain o
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +21,7 @@ from breakwater import accounting as acc
 from breakwater.breaker import BreakerView, CallOutcome
 from breakwater.config import Settings
 from breakwater.dead_letters import DeadLetter, EnqueueResult, Failure
-from breakwater.errors import BreakwaterError, ConfigError, NotRunningError
+from breakwater.errors import BreakwaterError, ClusterTimeout, ConfigError, NotRunningError
 from breakwater.framing import LineBatch
 from breakwater.metrics import MetricDelta
 from breakwater.pipeline import BatchOutcome
@@ -31,109 +30,100 @@ from breakwater.stores import sink_names
 log = logging.getLogger("breakwater.handles")
 
 
-def init_ray(address: str | None = None, *, num_cpus: int | None = None, log_to_driver: bool = True) -> None:
-    """Join the cluster at `address` (or RAY_ADDRESS), or start a local one.
-
-    Token authentication stays on: RAY_AUTH_MODE defaults to "token" here, and a cluster
-    started by this call writes its token where later clients find it."""
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    kwargs: dict[str, Any] = {"log_to_driver": log_to_driver, "configure_logging": False}
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=None, **kwargs)
+DEFAULT_TIMEOUT_S = 60.0
 
 
-def call(ref: Any) -> Any:
-    """ray.get, with Breakwater's own errors raised as themselves (an admin token refused,
-    a bad argument) instead of wrapped in Ray's task error."""
+def call(ref: Any, timeout_s: float = DEFAULT_TIMEOUT_S, what: str = "a Breakwater actor") -> Any:
+    """ray.get with a timeout, and Breakwater's own errors raised as themselves (an admin
+    token refused, a bad argument) instead of wrapped in Ray's task error."""
     try:
-        return ray.get(ref)
+        return ray.get(ref, timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError as e:
+        raise ClusterTimeout(f"{what} did not answer within {timeout_s:g} s (ray_timeout_s)") from e
     except ray.exceptions.RayTaskError as e:
         if isinstance(e.cause, BreakwaterError | ValueError):
             raise e.cause from None
         raise
 
 
-class BreakerHandle:
-    def __init__(self, actor: Any) -> None:
-        self.actor = actor
+class _ActorHandle:
+    """An actor and the longest any call to it may take."""
 
+    def __init__(self, actor: Any, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.actor = actor
+        self.timeout_s = timeout_s
+
+    def _get(self, ref: Any) -> Any:
+        return call(ref, self.timeout_s, type(self).__name__.removesuffix("Handle").lower() + " actor")
+
+
+class BreakerHandle(_ActorHandle):
     def view(self) -> BreakerView:
-        return ray.get(self.actor.view.remote())  # type: ignore[no-any-return]
+        return self._get(self.actor.view.remote())  # type: ignore[no-any-return]
 
     def acquire_trial(self) -> tuple[bool, BreakerView]:
-        return ray.get(self.actor.acquire_trial.remote())  # type: ignore[no-any-return]
+        return self._get(self.actor.acquire_trial.remote())  # type: ignore[no-any-return]
 
     def record(self, outcomes: list[CallOutcome]) -> BreakerView:
-        return ray.get(self.actor.record.remote(outcomes))  # type: ignore[no-any-return]
+        return self._get(self.actor.record.remote(outcomes))  # type: ignore[no-any-return]
 
     def status(self) -> dict[str, Any]:
-        return ray.get(self.actor.status.remote())  # type: ignore[no-any-return]
+        return self._get(self.actor.status.remote())  # type: ignore[no-any-return]
 
 
-class DeadLetterHandle:
-    def __init__(self, actor: Any) -> None:
-        self.actor = actor
-
+class DeadLetterHandle(_ActorHandle):
     def enqueue(self, sink: str, rows_by_kind: dict[str, list[Any]], **kw: Any) -> EnqueueResult:
-        return ray.get(self.actor.enqueue.remote(sink, rows_by_kind, **kw))  # type: ignore[no-any-return]
+        return self._get(self.actor.enqueue.remote(sink, rows_by_kind, **kw))  # type: ignore[no-any-return]
 
     def is_full(self) -> bool:
-        return ray.get(self.actor.is_full.remote())  # type: ignore[no-any-return]
+        return self._get(self.actor.is_full.remote())  # type: ignore[no-any-return]
 
     def sinks_waiting(self) -> list[str]:
-        return ray.get(self.actor.sinks_waiting.remote())  # type: ignore[no-any-return]
+        return self._get(self.actor.sinks_waiting.remote())  # type: ignore[no-any-return]
 
     def due(self, sink: str, limit: int, *, force: bool = False) -> list[DeadLetter]:
-        return ray.get(self.actor.due.remote(sink, limit, force))  # type: ignore[no-any-return]
+        return self._get(self.actor.due.remote(sink, limit, force))  # type: ignore[no-any-return]
 
     def resolve(self, letters: list[DeadLetter], *, written: int, duplicates: int) -> None:
-        ray.get(self.actor.resolve.remote(letters, written, duplicates))
+        self._get(self.actor.resolve.remote(letters, written, duplicates))
 
     def fail(self, letters: list[DeadLetter], failure: Failure) -> tuple[int, int]:
-        return ray.get(self.actor.fail.remote(letters, failure))  # type: ignore[no-any-return]
+        return self._get(self.actor.fail.remote(letters, failure))  # type: ignore[no-any-return]
 
     def park(self, letters: list[DeadLetter], until: float) -> None:
-        ray.get(self.actor.park.remote(letters, until))
+        self._get(self.actor.park.remote(letters, until))
 
     def job_tally(self, job_id: str) -> dict[str, acc.DeadLetterTally]:
-        return ray.get(self.actor.job_tally.remote(job_id))  # type: ignore[no-any-return]
+        return self._get(self.actor.job_tally.remote(job_id))  # type: ignore[no-any-return]
 
     def stats(self) -> dict[str, Any]:
-        return ray.get(self.actor.stats.remote())  # type: ignore[no-any-return]
+        return self._get(self.actor.stats.remote())  # type: ignore[no-any-return]
 
     def peek(self, n: int, sink: str | None = None, status: str = "waiting") -> list[dict[str, Any]]:
-        return ray.get(self.actor.peek.remote(n, sink, status))  # type: ignore[no-any-return]
+        return self._get(self.actor.peek.remote(n, sink, status))  # type: ignore[no-any-return]
 
     def retry_now(self, sink: str | None = None) -> int:
-        return ray.get(self.actor.retry_now.remote(sink))  # type: ignore[no-any-return]
+        return self._get(self.actor.retry_now.remote(sink))  # type: ignore[no-any-return]
 
     def admin(self, operation: str, token: str | None, requested_by: str, sink: str | None) -> int:
-        return call(self.actor.admin.remote(operation, token, requested_by, sink))  # type: ignore[no-any-return]
+        return self._get(self.actor.admin.remote(operation, token, requested_by, sink))  # type: ignore[no-any-return]
 
     def path(self) -> str:
-        return ray.get(self.actor.path.remote())  # type: ignore[no-any-return]
+        return self._get(self.actor.path.remote())  # type: ignore[no-any-return]
 
 
-class MetricsHandle:
+class MetricsHandle(_ActorHandle):
     """Metric deltas go out without waiting: losing a second of counts to a crash is better
     than making every writer wait for the metrics actor."""
-
-    def __init__(self, actor: Any) -> None:
-        self.actor = actor
 
     def push(self, delta: MetricDelta) -> None:
         self.actor.apply.remote(delta)
 
     def summary(self) -> dict[str, Any]:
-        return ray.get(self.actor.summary.remote())  # type: ignore[no-any-return]
+        return self._get(self.actor.summary.remote())  # type: ignore[no-any-return]
 
     def endpoint(self) -> dict[str, Any]:
-        return ray.get(self.actor.endpoint.remote())  # type: ignore[no-any-return]
+        return self._get(self.actor.endpoint.remote())  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -150,13 +140,14 @@ class Services:
     def start(cls, settings: Settings, *, scheduler: bool | None = None) -> Services:
         """Create (or find) every singleton at once, then check the two that a setting of
         this job could contradict: the endpoint's port and the journal's path."""
-        metrics = MetricsHandle(factory.metrics_actor(settings))
-        dead_letters = DeadLetterHandle(factory.dead_letter_actor(settings, metrics))
-        breakers = {s: BreakerHandle(factory.breaker_actor(settings, s, metrics)) for s in sink_names(settings)}
+        t = settings.ray_timeout_s
+        metrics = MetricsHandle(factory.metrics_actor(settings), t)
+        dead_letters = DeadLetterHandle(factory.dead_letter_actor(settings, metrics), t)
+        breakers = {s: BreakerHandle(factory.breaker_actor(settings, s, metrics), t) for s in sink_names(settings)}
         services = cls(settings, metrics, dead_letters, breakers)
         if settings.scheduler if scheduler is None else scheduler:
             services.scheduler = factory.scheduler_actor(settings, breakers, dead_letters, metrics)
-        endpoint, journal = ray.get([metrics.actor.endpoint.remote(), dead_letters.actor.path.remote()])
+        endpoint, journal = call([metrics.actor.endpoint.remote(), dead_letters.actor.path.remote()], t, "start-up")
         if settings.metrics_port is not None and endpoint.get("error"):
             raise ConfigError("BREAKWATER_METRICS_PORT (--metrics-port)", endpoint["error"])
         if journal != str(settings.dlq.path):
@@ -164,9 +155,11 @@ class Services:
                 "BREAKWATER_DLQ__PATH (--dlq-path)",
                 f"this cluster's dead-letter queue journals to {journal}, not {settings.dlq.path}",
             )
-        ray.get(
+        call(
             [dead_letters.actor.configure.remote(settings.dlq, settings.retry)]
-            + [handle.actor.configure.remote(settings.breaker) for handle in breakers.values()]
+            + [handle.actor.configure.remote(settings.breaker) for handle in breakers.values()],
+            t,
+            "start-up",
         )
         return services
 
@@ -178,19 +171,25 @@ class Services:
         metrics = factory.find(factory.METRICS, ns)
         if dlq is None or metrics is None:
             raise NotRunningError(f"no Breakwater actors in namespace {ns!r} on this Ray cluster")
+        t = settings.ray_timeout_s
         breakers = {}
         for sink in ("db", "redis"):
             actor = factory.find(factory.breaker_name(sink), ns)
             if actor is not None:
-                breakers[sink] = BreakerHandle(actor)
+                breakers[sink] = BreakerHandle(actor, t)
         return cls(
-            settings, MetricsHandle(metrics), DeadLetterHandle(dlq), breakers, factory.find(factory.SCHEDULER, ns)
+            settings,
+            MetricsHandle(metrics, t),
+            DeadLetterHandle(dlq, t),
+            breakers,
+            factory.find(factory.SCHEDULER, ns),
         )
 
     def drain_now(self, *, force: bool = False, sink: str | None = None) -> dict[str, int]:
         if self.scheduler is None:
             raise NotRunningError("no retry scheduler runs on this cluster: use python -m jobs.retry_dlq")
-        return ray.get(self.scheduler.drain_now.remote(force, sink))  # type: ignore[no-any-return]
+        ref = self.scheduler.drain_now.remote(force, sink)
+        return call(ref, self.settings.drain_timeout_s, "the retry scheduler's drain")  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -222,7 +221,8 @@ class RayCluster:
         connections) and a decode worker per CPU with its modules imported. The job's clock
         starts after this, so the summary's rate is the pipeline's, not Ray's start-up."""
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1) // self.settings.decode_num_cpus))  # type: ignore[no-untyped-call]
-        ray.get([w.__ray_ready__.remote() for w in self.writers] + [warm_up.remote() for _ in range(cpus)])
+        refs = [w.__ray_ready__.remote() for w in self.writers] + [warm_up.remote() for _ in range(cpus)]
+        call(refs, self.settings.ray_timeout_s, "warming up writers and decode workers")
 
     def submit(self, batch: LineBatch) -> _Ticket:
         n = len(self.writers)
@@ -246,7 +246,7 @@ class RayCluster:
         return finished
 
     def _outcome(self, ticket: _Ticket) -> BatchOutcome:
-        (counts, examples), *reports = ray.get(ticket.refs)
+        (counts, examples), *reports = call(ticket.refs, self.settings.ray_timeout_s, "a finished batch")
         total: Counter[str] = Counter(counts)
         full = False
         for report in reports:
@@ -265,6 +265,6 @@ class RayCluster:
 
     def close(self) -> None:
         """Flush the writers' last breaker reports and metrics, then let them go."""
-        ray.get([w.flush.remote() for w in self.writers])
+        call([w.flush.remote() for w in self.writers], self.settings.ray_timeout_s, "flushing the writers")
         for w in self.writers:
             ray.kill(w, no_restart=True)

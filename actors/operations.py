@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors.handles import Services, call, init_ray
+import ray
+
+from actors.handles import Services, call
+from actors.session import init_ray
 from breakwater.config import Settings
 from breakwater.drain import Drain
 from breakwater.errors import NotRunningError
@@ -14,13 +17,10 @@ from breakwater.stores import open_sinks
 
 
 class ClusterOperations:
-    def __init__(self, settings: Settings, address: str | None = None) -> None:
-        """Joins the cluster at `address` (or RAY_ADDRESS, or the one running on this machine);
-        NotRunningError when there is no cluster or no Breakwater actors on it."""
-        try:
-            init_ray(address or "auto", log_to_driver=False)
-        except ConnectionError as e:
-            raise NotRunningError(f"no Ray cluster to join: {e}") from e
+    def __init__(self, settings: Settings, address: str) -> None:
+        """Joins the cluster at `address` (never one nobody named); ConfigError when it is not
+        there or refuses us, NotRunningError when it has no Breakwater actors."""
+        init_ray(address, log_to_driver=False, timeout_s=settings.ray_timeout_s)
         self.services = Services.find(settings)
 
     def close(self) -> None:
@@ -48,7 +48,7 @@ class ClusterOperations:
                 s.close()
 
     def dlq_admin(self, operation: str, token: str | None, requested_by: str, sink: str | None = None) -> int:
-        return self.services.dead_letters.admin(operation, token, requested_by, sink)
+        return self.services.dead_letters.admin(operation, token, _via_ray(requested_by), sink)
 
     def breakers(self) -> list[dict[str, Any]]:
         return [handle.status() for handle in self.services.breakers.values()]
@@ -58,5 +58,12 @@ class ClusterOperations:
         if handle is None:
             raise NotRunningError(f"no breaker for sink {sink!r} on this cluster")
         forced = FORCE_STATES[state]
-        call(handle.actor.force_by_operator.remote(None if forced is None else int(forced), token, requested_by))
+        wanted = None if forced is None else int(forced)
+        ref = handle.actor.force_by_operator.remote(wanted, token, _via_ray(requested_by))
+        call(ref, handle.timeout_s, f"breaker-{sink}")
         return handle.status()
+
+
+def _via_ray(requested_by: str) -> str:
+    """Who asked, with the Ray job of the driver that sent the call: the actor logs both."""
+    return f"{requested_by} via Ray job {ray.get_runtime_context().get_job_id()}"

@@ -13,6 +13,7 @@ from breakwater.errors import (
     AdminAuthError,
     BreakwaterError,
     ConfigError,
+    NotFoundError,
     NotRunningError,
     PoisonRecord,
     SourceError,
@@ -49,6 +50,7 @@ __all__ = [
     "DeadLetterConfig",
     "DeadLetterQueue",
     "LineBatch",
+    "NotFoundError",
     "NotRunningError",
     # what queries return
     "OtherMessage",

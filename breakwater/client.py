@@ -10,8 +10,8 @@
     client.counts()                                 # StoreCounts
     client.dlq_stats(); client.breakers()           # operations (see breakwater.operations)
 
-Queries need only the stores. Operations use the running cluster's actors when there is one
-(RAY_ADDRESS, or a cluster on this machine) and the journal file otherwise.
+Queries need only the stores. Operations use the actors of the cluster named by `ray_address`,
+RAY_ADDRESS or the `ray_address` setting, and the journal file when none is named.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from typing import Any
 
 from breakwater.admin import AdminGuard, who_am_i
 from breakwater.config import Settings, load_settings
-from breakwater.errors import NotRunningError
 from breakwater.models import StoreCounts, TrackPoint, Vessel, VesselState
 from breakwater.operations import LocalOperations, Operations
+from breakwater.runtime import load_runtime, named_address
+from breakwater.stores.deployment import load_admin_digest
 from breakwater.stores.sql_queries import SqlQueries
 
 
@@ -94,7 +95,8 @@ class Client:
     # -- vessels: soft delete, restore, purge -------------------------------------------------
 
     def delete_vessel(self, mmsi: int, *, admin_token: str | None, requested_by: str | None = None) -> bool:
-        """Hide a vessel from every query; its rows stay until `purge_deleted`."""
+        """Hide a vessel from every query; its rows stay until `purge_deleted`. False if it was
+        hidden already; NotFoundError if the store has never heard of it."""
         self._guard(admin_token, f"delete vessel {mmsi}", requested_by)
         deleted = self.sql.delete_vessel(mmsi)
         if self.redis is not None:
@@ -122,20 +124,24 @@ class Client:
         return removed
 
     def _guard(self, token: str | None, operation: str, requested_by: str | None) -> None:
-        AdminGuard(self.settings.admin_token).check(token, operation, requested_by or who_am_i())
+        """Checked against the digest the SQL store holds (written by the deployment's ingest
+        job), never against this process's own settings."""
+        who = who_am_i() + (f" for {requested_by}" if requested_by else "")
+        AdminGuard(load_admin_digest(self.sql.engine)).check(token, operation, who)
 
     # -- operations ----------------------------------------------------------------------------
 
     def operations(self) -> Operations:
-        """The running cluster's actors if there are any, else the journal on this machine."""
+        """The actors of the cluster named by `ray_address`, RAY_ADDRESS or the `ray_address`
+        setting; with none named, the journal on this machine. A named cluster that cannot be
+        reached is a ConfigError, one without Breakwater's actors a NotRunningError: never a
+        reason to use another store."""
         if self._ops is None:
-            try:
-                # Imported here: `import breakwater` must not import Ray.
-                from actors.operations import ClusterOperations
-
-                self._ops = ClusterOperations(self.settings, self.ray_address)
-            except NotRunningError:
+            address = named_address(self.ray_address, self.settings.ray_address)
+            if address is None:
                 self._ops = LocalOperations(self.settings)
+            else:
+                self._ops = load_runtime().cluster_operations(self.settings, address)
         return self._ops
 
     def dlq_stats(self) -> dict[str, Any]:

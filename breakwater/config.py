@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     redis_timeout_s: float = Field(1.0, gt=0, description="connect and reply timeout of every Redis call")
 
     namespace: str = Field("breakwater", min_length=1, description="Ray namespace of the named actors")
+    ray_address: str | None = Field(
+        None, description="the deployment's Ray cluster (host:port) for jobs and operations; RAY_ADDRESS wins"
+    )
+    ray_timeout_s: float = Field(60.0, gt=0, description="longest wait for any one Ray call or for joining a cluster")
+    drain_timeout_s: float = Field(3600.0, gt=0, description="longest wait for a whole drain run by the scheduler")
     writers: int = Field(2, ge=1, le=256, description="persistence actors (MMSI shards)")
     batch_lines: int = Field(5000, ge=1, description="lines per batch handed to a decode task")
     flush_interval_ms: int = Field(500, ge=1, description="a live feed's batch is cut after this long")

@@ -62,6 +62,15 @@ class AdminAuthError(BreakwaterError):
     """
 
 
+class NotFoundError(BreakwaterError):
+    """An operation names something the store does not hold (a vessel never seen)."""
+
+
+class ClusterTimeout(BreakwaterError):
+    """A Ray actor or task did not answer within `ray_timeout_s`: the cluster is overloaded,
+    or the actor is gone and not coming back. Nothing waits forever on it."""
+
+
 class NotRunningError(BreakwaterError):
     """An operation needs a running Breakwater cluster (its named actors) and none was found.
 

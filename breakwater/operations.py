@@ -13,7 +13,7 @@ import logging
 from collections import Counter
 from typing import Any, Protocol
 
-from breakwater.admin import AdminGuard
+from breakwater.admin import journal_guard
 from breakwater.breaker import BreakerState, JournaledBreaker
 from breakwater.config import Settings
 from breakwater.dead_letters import DEAD, WAITING, DeadLetterQueue
@@ -54,7 +54,6 @@ class LocalOperations:
         self.settings = settings
         self.queue = DeadLetterQueue(settings.dlq, settings.retry)
         self.snapshots = Snapshots(settings.dlq.path)
-        self.guard = AdminGuard(settings.admin_token)
 
     def close(self) -> None:
         self.queue.close()
@@ -82,7 +81,9 @@ class LocalOperations:
     def dlq_admin(self, operation: str, token: str | None, requested_by: str, sink: str | None = None) -> int:
         if operation not in ("clear", "clear_dead", "redrive"):
             raise ValueError(f"unknown dead-letter operation {operation!r}")
-        self.guard.check(token, f"dead-letter {operation}" + (f" of {sink}" if sink else ""), requested_by)
+        journal_guard(self.snapshots).check(
+            token, f"dead-letter {operation}" + (f" of {sink}" if sink else ""), requested_by
+        )
         return int(getattr(self.queue, operation)(sink))
 
     def breakers(self) -> list[dict[str, Any]]:
@@ -92,7 +93,7 @@ class LocalOperations:
         ]
 
     def force_breaker(self, sink: str, state: str, token: str | None, requested_by: str) -> dict[str, Any]:
-        self.guard.check(token, f"force breaker {sink} {state}", requested_by)
+        journal_guard(self.snapshots).check(token, f"force breaker {sink} {state}", requested_by)
         journaled = JournaledBreaker(sink, self.settings.breaker, self.snapshots)
         journaled.breaker.force(FORCE_STATES[state], f"forced {state} by {requested_by}")
         return journaled.breaker.status()

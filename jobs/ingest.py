@@ -72,6 +72,7 @@ class _Progress:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from breakwater.admin import publish_admin_token
     from breakwater.errors import BreakwaterError
     from breakwater.sources import open_source
     from breakwater.stores import check_stores
@@ -81,19 +82,23 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(settings.log_level)
         sources = [open_source(spec) for spec in args.sources]
         check_stores(settings)
+        publish_admin_token(settings)
     except BreakwaterError as e:
         return fail(e)
     return run(settings, sources, args)
 
 
 def run(settings: Any, sources: list[Any], args: argparse.Namespace) -> int:
-    from actors.handles import RayCluster, Services, init_ray
+    from actors.handles import RayCluster, Services
+    from actors.session import init_ray
     from breakwater.errors import BreakwaterError
     from breakwater.pipeline import Ingest, ReaderOptions
+    from breakwater.runtime import named_address
 
-    init_ray(args.address, num_cpus=args.num_cpus)
     job_id = args.job_id or new_job_id()
     try:
+        address = named_address(args.address, settings.ray_address)
+        init_ray(address, num_cpus=args.num_cpus, timeout_s=settings.ray_timeout_s)
         services = Services.start(settings, scheduler=settings.scheduler and not args.no_scheduler)
     except BreakwaterError as e:
         return fail(e)

@@ -4,8 +4,9 @@
     python -m jobs.retry_dlq --force         drain everything now, whatever its schedule
     python -m jobs.retry_dlq --every 300     keep a detached scheduler draining every 300 s
 
-With a Breakwater cluster running (RAY_ADDRESS, or a cluster on this machine) the drain goes
-through its actors, so its breakers and queue are shared. With none, it opens the journal
+With a cluster named (--address, RAY_ADDRESS or the `ray_address` setting) the drain goes
+through that cluster's actors, so its breakers and queue are shared; a named cluster that does
+not answer is an error, never a reason to use another. With none named, it opens the journal
 file itself and drains with no Ray at all: a local run's cluster ends with its job, and its
 dead letters must still reach the stores. It takes the same store settings as the ingest job.
 """
@@ -18,8 +19,12 @@ import json
 import logging
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from jobs.common import EXIT_OK, add_settings_flags, fail, settings_from_args, setup_logging
+
+if TYPE_CHECKING:
+    from breakwater.config import Settings
 
 log = logging.getLogger("breakwater.retry_dlq")
 
@@ -40,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from breakwater.errors import BreakwaterError, NotRunningError
     from breakwater.operations import LocalOperations, Operations
+    from breakwater.runtime import load_runtime, named_address
     from breakwater.stores import check_stores
 
     try:
@@ -53,36 +59,44 @@ def main(argv: list[str] | None = None) -> int:
     if args.every is not None:
         return run_scheduler(settings, args)
     ops: Operations
-    if args.local:
+    address = named_address(args.address, settings.ray_address)
+    if args.local or address is None:
         ops = LocalOperations(settings)
     else:
         try:
-            from actors.operations import ClusterOperations
-
-            ops = ClusterOperations(settings, args.address)
+            ops = load_runtime().cluster_operations(settings, address)
         except NotRunningError:
-            log.info("no Breakwater cluster is running: draining %s in this process", settings.dlq.path)
+            log.info("no Breakwater actors on the cluster at %s: draining %s here", address, settings.dlq.path)
             ops = LocalOperations(settings)
+        except BreakwaterError as e:
+            return fail(e)
     try:
         report = ops.drain(force=args.force, sink=args.sink)
         stats = ops.dlq_stats()
+    except BreakwaterError as e:
+        return fail(e)
     finally:
         ops.close()
     print(json.dumps({"drained": report, "queue": {k: stats[k] for k in ("waiting", "dead", "by_sink")}}, indent=2))
     return EXIT_OK
 
 
-def run_scheduler(settings: object, args: argparse.Namespace) -> int:
+def run_scheduler(settings: Settings, args: argparse.Namespace) -> int:
     """Start the detached scheduler. On a cluster this process may leave; a local cluster
     ends with its driver, so here the process stays until it is stopped."""
-    import os
+    from actors.handles import Services
+    from actors.session import init_ray
+    from breakwater.errors import BreakwaterError
+    from breakwater.runtime import named_address
 
-    from actors.handles import Services, init_ray
-
-    joined = bool(args.address or os.environ.get("RAY_ADDRESS"))
-    init_ray(args.address)
-    Services.start(settings, scheduler=True)  # type: ignore[arg-type]
-    interval = settings.retry.interval_s  # type: ignore[attr-defined]
+    address = named_address(args.address, settings.ray_address)
+    try:
+        init_ray(address, timeout_s=settings.ray_timeout_s)
+        Services.start(settings, scheduler=True)
+    except BreakwaterError as e:
+        return fail(e)
+    joined = address is not None
+    interval = settings.retry.interval_s
     if joined:
         print(f"retry scheduler runs detached on the cluster, every {interval:g} s")
         return EXIT_OK

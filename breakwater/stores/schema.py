@@ -39,7 +39,7 @@ from sqlalchemy.types import TypeEngine
 
 log = logging.getLogger("breakwater.schema")
 
-LATEST_VERSION = 2
+LATEST_VERSION = 3
 
 
 class UtcTimestamp(TypeDecorator[datetime]):
@@ -146,6 +146,17 @@ def define_tables(metadata: MetaData, version: int) -> dict[str, Table]:
         ),
         Table("breakwater_schema", metadata, Column("version", Integer, nullable=False)),
     ]
+    if version >= 3:
+        # What the deployment itself holds about how it may be operated: the admin token's
+        # digest, written by the ingest job, so a cluster-less store checks operators itself.
+        tables.append(
+            Table(
+                "breakwater_settings",
+                metadata,
+                Column("name", Text, primary_key=True),
+                Column("value", Text, nullable=False),
+            )
+        )
     if version >= 2:
         Index("latest_positions_lat_lon", tables[3].c.lat, tables[3].c.lon)
     return {t.name: t for t in tables}
@@ -159,6 +170,7 @@ other_messages = TABLES["other_messages"]
 latest_positions = TABLES["latest_positions"]
 vessels = TABLES["vessels"]
 schema_version = TABLES["breakwater_schema"]
+deployment_settings = TABLES["breakwater_settings"]
 
 
 def _to_v1(conn: Connection) -> None:
@@ -173,7 +185,13 @@ def _to_v2(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX latest_positions_lat_lon ON latest_positions (lat, lon)"))
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_to_v1, _to_v2]
+def _to_v3(conn: Connection) -> None:
+    """The deployment's own settings (the admin token's digest). A new table: releases that
+    know only version 2 ignore it."""
+    deployment_settings.create(conn)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_to_v1, _to_v2, _to_v3]
 
 
 def current_version(conn: Connection) -> int:

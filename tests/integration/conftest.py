@@ -32,6 +32,13 @@ def ray_cluster() -> Iterator[None]:
     ray.shutdown()
 
 
+def cluster_address() -> str:
+    """The session cluster's address: operations reach only a cluster they name."""
+    import ray
+
+    return str(ray.get_runtime_context().gcs_address)
+
+
 class Job:
     """Runs the ingest and retry jobs in this process against the session's cluster, each
     test in its own Ray namespace with its own dead-letter journal."""
@@ -57,10 +64,20 @@ class Job:
             self.namespace,
             "--metrics-port",
             "0",
+            "--address",
+            cluster_address(),
         ]
         if self.redis_url:
             args += ["--redis-url", self.redis_url, "--redis-prefix", self.redis_prefix or ""]
         return [*args, *extra]
+
+    def cli_flags(self) -> list[str]:
+        """The `breakwater` command's flags that reach this job's stores and cluster."""
+        flags = ["--database-url", self.database_url, "--dlq-path", str(self.dlq_path)]
+        flags += ["--namespace", self.namespace, "--address", cluster_address()]
+        if self.redis_url:
+            flags += ["--redis-url", self.redis_url, "--redis-prefix", self.redis_prefix or ""]
+        return flags
 
     def ingest(self, *sources: Path | str, extra: tuple[str, ...] = (), expect: int = 0) -> dict[str, Any]:
         from jobs.ingest import main
@@ -83,6 +100,7 @@ class Job:
             "database_url": self.database_url,
             "namespace": self.namespace,
             "dlq": {"path": self.dlq_path},
+            "ray_address": cluster_address(),
         }
         if self.redis_url:
             overrides.update(redis_url=self.redis_url, redis_prefix=self.redis_prefix or "")

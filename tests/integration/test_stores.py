@@ -209,13 +209,20 @@ def test_soft_delete_restore_and_purge(
     tracks = independent_tracks(kystverket_path)
     mmsi = max(tracks, key=lambda m: len(tracks[m]))
     lat, lon = tracks[mmsi][-1][2], tracks[mmsi][-1][3]
+    # The caller's own settings never decide: the store holds the deployment's token.
     settings = job.settings().model_copy(update={"admin_token": "t0ken"})
-    from breakwater import AdminAuthError, Client
+    from breakwater import AdminAuthError, Client, NotFoundError
 
-    with Client(settings) as client:
-        with pytest.raises(AdminAuthError):
+    with Client(settings) as client, pytest.raises(AdminAuthError, match="has none"):
+        client.delete_vessel(mmsi, admin_token="t0ken")
+    job.ingest(kystverket_path, extra=("--set", "admin_token=t0ken"))  # the deployment's token
+    with Client(job.settings()) as client:
+        with pytest.raises(AdminAuthError, match="wrong"):
             client.delete_vessel(mmsi, admin_token="wrong")
+        with pytest.raises(NotFoundError, match="111111111"):
+            client.delete_vessel(111111111, admin_token="t0ken")
         assert client.delete_vessel(mmsi, admin_token="t0ken")
+        assert not client.delete_vessel(mmsi, admin_token="t0ken")  # hidden already
         assert client.latest(mmsi) is None and client.track(mmsi) == [] and client.vessel(mmsi) is None
         assert mmsi not in {s.mmsi for s in client.nearby(lat, lon, 1.0)}
         assert client.counts().deleted_vessels == 1
@@ -258,13 +265,15 @@ def test_schema_upgrade_from_the_previous_version_keeps_every_row(
     with engine.begin() as conn:
         conn.execute(v1["positions"].insert(), rows)
         conn.execute(v1["vessels"].insert(), [{"mmsi": 257000001, "name": "OLD ROW"}])
-    assert schema.migrate(engine) == (1, 2)
-    assert schema.migrate(engine) == (2, 2)  # a second start changes nothing
+    latest = schema.LATEST_VERSION
+    assert schema.migrate(engine) == (1, latest)
+    assert schema.migrate(engine) == (latest, latest)  # a second start changes nothing
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(schema.positions)).scalar_one() == 100
         vessel = conn.execute(select(schema.vessels)).mappings().one()
         assert vessel["name"] == "OLD ROW" and vessel["deleted_at"] is None
-        assert conn.execute(text("SELECT version FROM breakwater_schema")).scalar_one() == 2
+        assert conn.execute(text("SELECT version FROM breakwater_schema")).scalar_one() == latest
+        assert conn.execute(select(func.count()).select_from(schema.deployment_settings)).scalar_one() == 0
     # and the upgraded database takes writes
     sink = SqlSink(url, engine=engine)
     assert sink.write(decoded_batches(kystverket_path)[0]).written > 0
