@@ -87,7 +87,8 @@ class MetricsActor:
         self.error: str | None = None
         if port is not None:
             try:
-                self.server = MetricsServer(self.aggregator, host, port, token).start()
+                instance = ray.get_runtime_context().get_worker_id()  # new for every restart
+                self.server = MetricsServer(self.aggregator, host, port, token, instance).start()
             except OSError as e:
                 self.error = f"cannot listen on {host}:{port}: {e.strerror}"
         self.saver = Every(5.0, self.save, "metrics-snapshot")

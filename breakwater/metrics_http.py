@@ -5,6 +5,11 @@
 
 Bound to 127.0.0.1 by default; with a token configured, requests must carry
 `Authorization: Bearer <token>` or get 401.
+
+Every reply names the process that served it in `X-Breakwater-Instance`. After the metrics
+actor restarts, the old process may still answer for a moment, or cut a reply short as it is
+killed; a client that must see the restarted actor's numbers waits for the new instance name
+rather than for "the port answers again".
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +32,7 @@ log = logging.getLogger("breakwater.metrics_http")
 
 PROMETHEUS_PATH = "/metrics/prometheus"
 SUMMARY_PATH = "/metrics/prometheus/summary"
+INSTANCE_HEADER = "X-Breakwater-Instance"
 
 
 class _AggregatorCollector:
@@ -37,8 +44,18 @@ class _AggregatorCollector:
 
 
 class MetricsServer:
-    def __init__(self, aggregator: MetricsAggregator, host: str, port: int, token: str | None = None) -> None:
+    def __init__(
+        self,
+        aggregator: MetricsAggregator,
+        host: str,
+        port: int,
+        token: str | None = None,
+        instance: str | None = None,
+    ) -> None:
+        """`instance` names this server's process in every reply (the process id by default);
+        it must differ between an actor and its restarted successor."""
         self.aggregator = aggregator
+        self.instance = instance or f"pid-{os.getpid()}"
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_AggregatorCollector(aggregator))  # type: ignore[arg-type]
         self.token = token
@@ -87,6 +104,7 @@ class MetricsServer:
                 self.send_response(code)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
+                self.send_header(INSTANCE_HEADER, server.instance)
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
                 self.end_headers()

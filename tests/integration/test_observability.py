@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import shutil
 import socket
@@ -18,6 +19,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from breakwater.journal import Snapshots
+from breakwater.metrics_http import INSTANCE_HEADER
 from tests.conftest import read_lines
 from tests.integration.conftest import Job
 from tests.integration.test_resilience import Feed, Running, actor, wait_until
@@ -36,14 +38,24 @@ def endpoint(job: Job) -> dict[str, Any]:
     return dict(ray.get(actor(job, "metrics").endpoint.remote()))
 
 
-def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(port: int) -> Samples:
+    return scrape_instance(port)[1]
+
+
+def scrape_instance(port: int) -> tuple[str, Samples]:
+    """The samples, and which process served them (the metrics actor's worker id)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics/prometheus", timeout=5) as response:
         text = response.read().decode()
-    return {
+        instance = response.headers[INSTANCE_HEADER]
+    samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(text)
         for s in family.samples
     }
+    return str(instance), samples
 
 
 def expected_from_summary(summary: dict[str, Any]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -96,15 +108,27 @@ def test_counters_survive_a_restart_of_the_metrics_actor(sqlite_job: Job, kystve
         return any(n == "ais_messages_processed" and v == messages for n, _, v in snapshot.get("counters", []))
 
     wait_until(saved, 30, "a snapshot with the final counts")
+    old = endpoint(sqlite_job)["worker_id"]
     ray.kill(actor(sqlite_job, "metrics"), no_restart=False)
-    wait_until(lambda: _scrape_or_none(port), 60, "the restarted endpoint")
-    assert scrape(port)[("ais_messages_processed_total", ())] == messages
+    # ray.kill returns at once: for a moment the old process still answers, or cuts a reply
+    # short as it dies. Only a reply that names the restarted actor shows restored counters.
+    new = wait_until(lambda: (w := endpoint(sqlite_job)["worker_id"]) != old and w, 60, "the restarted actor")
+
+    def served_by_the_new_actor() -> Samples | None:
+        try:
+            instance, samples = scrape_instance(port)
+        except (OSError, http.client.HTTPException):  # the old actor's connection torn down
+            return None
+        return samples if instance == new else None
+
+    samples = wait_until(served_by_the_new_actor, 60, "a reply from the restarted actor")
+    assert samples[("ais_messages_processed_total", ())] == messages
 
 
-def _scrape_or_none(port: int) -> dict[Any, float] | None:
+def _scrape_or_none(port: int) -> Samples | None:
     try:
         return scrape(port)
-    except OSError:
+    except (OSError, http.client.HTTPException):
         return None
 
 

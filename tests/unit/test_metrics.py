@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 
@@ -10,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from breakwater.metrics import CATALOG, MetricsAggregator, MetricsBuffer
-from breakwater.metrics_http import MetricsServer
+from breakwater.metrics_http import INSTANCE_HEADER, MetricsServer
 from tests.unit.fakes import Clock
 
 
@@ -106,3 +107,22 @@ def test_endpoint_serves_text_and_json_and_requires_the_token() -> None:
         assert missing.value.code == 404
     finally:
         server.stop()
+
+
+def test_every_reply_names_the_process_that_served_it() -> None:
+    """A restarted metrics actor answers with a new name, so its replies can be told from the
+    old process's last ones."""
+    named = MetricsServer(MetricsAggregator(), "127.0.0.1", 0, instance="worker-2").start()
+    unnamed = MetricsServer(MetricsAggregator(), "127.0.0.1", 0).start()
+    try:
+        for server, want in ((named, "worker-2"), (unnamed, f"pid-{os.getpid()}")):
+            host, port = server.address
+            for path in ("/metrics/prometheus", "/metrics/prometheus/summary"):
+                with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=5) as response:
+                    assert response.headers[INSTANCE_HEADER] == want
+            with pytest.raises(urllib.error.HTTPError) as missing:
+                urllib.request.urlopen(f"http://{host}:{port}/nothing", timeout=5)
+            assert missing.value.headers[INSTANCE_HEADER] == want
+    finally:
+        named.stop()
+        unnamed.stop()
