@@ -1,6 +1,6 @@
 """Counting every line and every report, and checking that the numbers add up.
 
-ARCHITECTURE.md invariant 1, in the names used here:
+docs/ARCHITECTURE.md invariant 1, in the names used here:
 
     lines_read      = lines_decoded + sum(rejected.<reason>) + lines_pending
     lines_forwarded = lines_decoded + rejected lines that the decode tasks found

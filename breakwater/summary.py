@@ -1,4 +1,4 @@
-"""The job summary: the conservation numbers of ARCHITECTURE.md, and how every source ended,
+"""The job summary: the conservation numbers of docs/ARCHITECTURE.md, and how every source ended,
 as text and as JSON.
 
 A job is ok only when every source was read to its end (or stopped on request), and the
