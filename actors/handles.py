@@ -49,15 +49,19 @@ def call(ref: Any, timeout_s: float = DEFAULT_TIMEOUT_S, what: str = "a Breakwat
 class _ActorHandle:
     """An actor and the longest any call to it may take."""
 
+    label = "a Breakwater actor"
+
     def __init__(self, actor: Any, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.actor = actor
         self.timeout_s = timeout_s
 
     def _get(self, ref: Any) -> Any:
-        return call(ref, self.timeout_s, type(self).__name__.removesuffix("Handle").lower() + " actor")
+        return call(ref, self.timeout_s, self.label)
 
 
 class BreakerHandle(_ActorHandle):
+    label = "a breaker actor"
+
     def view(self) -> BreakerView:
         return self._get(self.actor.view.remote())  # type: ignore[no-any-return]
 
@@ -72,6 +76,8 @@ class BreakerHandle(_ActorHandle):
 
 
 class DeadLetterHandle(_ActorHandle):
+    label = "the dead-letters actor"
+
     def enqueue(self, sink: str, rows_by_kind: dict[str, list[Any]], **kw: Any) -> EnqueueResult:
         return self._get(self.actor.enqueue.remote(sink, rows_by_kind, **kw))  # type: ignore[no-any-return]
 
@@ -115,6 +121,8 @@ class DeadLetterHandle(_ActorHandle):
 class MetricsHandle(_ActorHandle):
     """Metric deltas go out without waiting: losing a second of counts to a crash is better
     than making every writer wait for the metrics actor."""
+
+    label = "the metrics actor"
 
     def push(self, delta: MetricDelta) -> None:
         self.actor.apply.remote(delta)
