@@ -13,23 +13,31 @@ BREAKWATER_* variables and config file as the jobs. Add --json for machine-reada
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperCommand, TyperOption
 
 from breakwater.client import Client
 from breakwater.config import load_settings
 from breakwater.errors import BreakwaterError, ConfigError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
-dlq_app = typer.Typer(no_args_is_help=True, help="The dead-letter queue: inspect, retry, clear, redrive.")
+# No command is a usage error ("Missing command.", exit 2, on stderr), not the help: typer's
+# no_args_is_help prints the help to stdout.
+app = typer.Typer(add_completion=False, help=__doc__.split("\n\n")[0])
+dlq_app = typer.Typer(help="The dead-letter queue: inspect, retry, clear, redrive.")
 app.add_typer(dlq_app, name="dlq")
 console = Console()
 PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
@@ -81,30 +89,140 @@ def _main(
     ctx.obj = Options(overrides, config, address, admin_token, as_json)
 
 
-def _print(opts: Options, value: Any, title: str = "") -> None:
+# -- arguments ---------------------------------------------------------------------------------
+
+_NEGATIVE_NUMBER = re.compile(r"-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+class NumberArguments(TyperCommand):
+    """A command whose arguments may be negative numbers: in `nearby -33.86 151.2` the first
+    is a latitude, where click would read an option `-3`. Options (with the value of those
+    that take one) go first, then "--", then the arguments in the order they were given, so
+    a mistyped option is still reported as one."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # typer's private click Context
+        valued = {
+            name
+            for param in self.get_params(ctx)
+            if isinstance(param, TyperOption) and not (param.is_flag or param.count)
+            for name in (*param.opts, *param.secondary_opts)
+        }
+        options: list[str] = []
+        arguments: list[str] = []
+        tokens = iter(args)
+        for token in tokens:
+            if token == "--":
+                arguments.extend(tokens)
+            elif token.startswith("-") and not _NEGATIVE_NUMBER.fullmatch(token):
+                options.append(token)
+                if token in valued:  # `--limit 5`; `--limit=5` is one token
+                    options.extend(itertools.islice(tokens, 1))
+            else:
+                arguments.append(token)
+        return super().parse_args(ctx, [*options, "--", *arguments])
+
+
+def parse_mmsi(text: str) -> int:
+    """An MMSI as typed: nine digits, of which leading zeros (base stations are 00MIDxxxx)
+    may be left out."""
+    if not re.fullmatch(r"\d{1,9}", text) or int(text) == 0:
+        raise typer.BadParameter(f"MMSI must be a 9-digit number, 000000001 to 999999999, not {text!r}")
+    return int(text)
+
+
+Mmsi = Annotated[int, typer.Argument(parser=parse_mmsi, metavar="MMSI", help="the vessel's 9-digit MMSI")]
+
+# -- output ------------------------------------------------------------------------------------
+
+# The columns of each table, most important first: a table keeps those that fit the terminal
+# (--json has every field). Cells of WRAPPING columns wrap; every other cell shows whole.
+VESSEL_COLUMNS = (
+    *("mmsi", "lat", "lon", "distance_km", "name", "received_at", "sog_kn", "cog_deg"),
+    *("heading_deg", "nav_status", "callsign", "ship_type", "msg_type", "source"),
+)
+TRACK_COLUMNS = ("received_at", "lat", "lon", "sog_kn", "cog_deg", "msg_type", "heading_deg", "nav_status")
+DEAD_LETTER_COLUMNS = (
+    *("id", "sink", "kind", "attempts", "next_retry_at", "dead_at", "last_error", "dead_reason"),
+    *("key", "first_failed_at", "read_at", "source"),
+)
+BREAKER_COLUMNS = ("sink", "state", "epoch", "forced", "retry_at", "trips")
+WRAPPING = frozenset({"name", "source", "last_error", "dead_reason", "key"})
+WRAP_MIN_WIDTH = 12
+_TIME = TypeAdapter(datetime)
+
+
+def _iso(epoch_s: float) -> str:
+    """The form pydantic gives the models' times: ISO 8601, UTC, with "Z"."""
+    return str(_TIME.dump_python(datetime.fromtimestamp(epoch_s, UTC), mode="json"))
+
+
+def _readable(data: Any) -> Any:
+    """`data` with epoch times made ISO 8601: the journal's `..._at` (and a history entry's
+    `at`) in seconds, a batch's `read_ms` in milliseconds (shown as `read_at`)."""
+    if isinstance(data, list):
+        return [_readable(item) for item in data]
+    if not isinstance(data, dict):
+        return data
+    shown: dict[str, Any] = {}
+    for key, value in data.items():
+        is_number = isinstance(value, int | float) and not isinstance(value, bool)
+        if is_number and (key == "at" or key.endswith("_at")):
+            shown[key] = _iso(value)
+        elif is_number and key == "read_ms":
+            shown["read_at"] = _iso(value / 1000)
+        else:
+            shown[key] = _readable(value)
+    return shown
+
+
+def _print(opts: Options, value: Any, title: str = "", columns: Sequence[str] = ()) -> None:
     if isinstance(value, BaseModel):
         data: Any = value.model_dump(mode="json")
     elif isinstance(value, list):
         data = [v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value]
     else:
         data = value
+    data = _readable(data)
     if opts.as_json:
         print(json.dumps(data, indent=2, default=str))
         return
     if data is None:
         console.print("[yellow]not found[/yellow]")
     elif isinstance(data, list) and data and isinstance(data[0], dict):
-        table = Table(title=title or None)
-        columns = [c for c in data[0] if any(row.get(c) is not None for row in data)]  # drop empty columns
-        for c in columns:
-            table.add_column(c)
-        for row in data:
-            table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
-        console.print(table)
+        console.print(table_of(data, columns or tuple(data[0]), title, console.width))
     elif isinstance(data, list):
         console.print(f"[dim]{title}: none[/dim]" if title else "none")
     else:
         console.print_json(json.dumps(data, default=str))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return json.dumps(value) if isinstance(value, dict | list) else str(value)
+
+
+def table_of(rows: list[dict[str, Any]], columns: Sequence[str], title: str, width: int) -> Table:
+    """The rows as a table no wider than `width`: the first of `columns` always, then each
+    one that still fits (a WRAPPING column needs WRAP_MIN_WIDTH), none that is empty."""
+    cells = {c: [_cell(row.get(c)) for row in rows] for c in columns}
+    kept: list[str] = []
+    used = 1  # the left border; each column adds its cells, two spaces of padding and a border
+    for c in columns:
+        if not any(cells[c]):
+            continue
+        need = max(cell_len(c), *(cell_len(text) for text in cells[c]))
+        if c in WRAPPING:
+            need = min(need, WRAP_MIN_WIDTH)
+        if not kept or used + need + 3 <= width:
+            kept.append(c)
+            used += need + 3
+    table = Table(title=title or None)
+    for c in kept:
+        table.add_column(c, no_wrap=c not in WRAPPING, overflow="fold")
+    for i in range(len(rows)):
+        table.add_row(*(Text(cells[c][i]) for c in kept))
+    return table
 
 
 # -- jobs --------------------------------------------------------------------------------------
@@ -129,36 +247,34 @@ def retry(ctx: typer.Context) -> None:
 # -- queries -----------------------------------------------------------------------------------
 
 
-@app.command()
-def latest(ctx: typer.Context, mmsi: int) -> None:
+@app.command(cls=NumberArguments)
+def latest(ctx: typer.Context, mmsi: Mmsi) -> None:
     """A vessel's latest state."""
     opts = _options(ctx)
     _print(opts, opts.client().latest(mmsi))
 
 
-@app.command()
+@app.command(cls=NumberArguments)
 def track(
     ctx: typer.Context,
-    mmsi: int,
+    mmsi: Mmsi,
     start: Annotated[datetime | None, typer.Option(help="from this time (UTC), e.g. 2019-08-07T22:00:00")] = None,
     end: Annotated[datetime | None, typer.Option(help="until this time (UTC)")] = None,
     limit: Annotated[int | None, typer.Option(help="at most this many points")] = None,
 ) -> None:
     """A vessel's positions between two times, oldest first."""
     opts = _options(ctx)
-    _print(opts, opts.client().track(mmsi, _utc(start), _utc(end), limit), f"track of {mmsi}")
+    _print(opts, opts.client().track(mmsi, _utc(start), _utc(end), limit), f"track of {mmsi}", TRACK_COLUMNS)
 
 
 def _utc(value: datetime | None) -> datetime | None:
-    from datetime import UTC
-
     if value is None or value.tzinfo is not None:
         return value
     return value.replace(tzinfo=UTC)
 
 
-@app.command()
-def vessel(ctx: typer.Context, mmsi: int) -> None:
+@app.command(cls=NumberArguments)
+def vessel(ctx: typer.Context, mmsi: Mmsi) -> None:
     """A vessel's static and voyage data."""
     opts = _options(ctx)
     _print(opts, opts.client().vessel(mmsi))
@@ -171,7 +287,7 @@ def counts(ctx: typer.Context) -> None:
     _print(opts, opts.client().counts())
 
 
-@app.command()
+@app.command(cls=NumberArguments)
 def nearby(
     ctx: typer.Context,
     lat: float,
@@ -181,14 +297,14 @@ def nearby(
 ) -> None:
     """Vessels within a radius of a point, nearest first."""
     opts = _options(ctx)
-    _print(opts, opts.client().nearby(lat, lon, radius_km, limit), "nearby vessels")
+    _print(opts, opts.client().nearby(lat, lon, radius_km, limit), "nearby vessels", VESSEL_COLUMNS)
 
 
-@app.command()
+@app.command(cls=NumberArguments)
 def box(ctx: typer.Context, south: float, west: float, north: float, east: float, limit: int = 1000) -> None:
     """Vessels inside a box of latitudes and longitudes."""
     opts = _options(ctx)
-    _print(opts, opts.client().in_box(south, west, north, east, limit), "vessels in the box")
+    _print(opts, opts.client().in_box(south, west, north, east, limit), "vessels in the box", VESSEL_COLUMNS)
 
 
 # -- vessels -----------------------------------------------------------------------------------
@@ -236,7 +352,14 @@ def dlq_peek(
 ) -> None:
     """Show records without removing them."""
     opts = _options(ctx)
-    _print(opts, opts.client().dlq_peek(n, sink=sink, dead=dead), "dead letters")
+    letters = opts.client().dlq_peek(n, sink=sink, dead=dead)
+    if not opts.as_json:  # the table has no room for the history: its last entry says enough
+        letters = [{**x, "last_error": _last_error(x.get("history") or [])} for x in letters]
+    _print(opts, letters, "dead letters", DEAD_LETTER_COLUMNS)
+
+
+def _last_error(history: list[dict[str, Any]]) -> str | None:
+    return f"{history[-1].get('error')}: {history[-1].get('message')}" if history else None
 
 
 @dlq_app.command("retry")
@@ -273,7 +396,7 @@ def dlq_redrive(ctx: typer.Context, sink: str | None = None) -> None:
 def breakers(ctx: typer.Context) -> None:
     """Every sink's breaker: state, epoch, trips."""
     opts = _options(ctx)
-    _print(opts, opts.client().breakers(), "breakers")
+    _print(opts, opts.client().breakers(), "breakers", BREAKER_COLUMNS)
 
 
 @app.command()
@@ -310,22 +433,28 @@ def settings(ctx: typer.Context) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (2 for a bad setting, 1 for other errors)."""
+    """Entry point; returns the exit code (2 for a usage error or a bad setting, 1 for other
+    errors)."""
     try:
         result = app(args=argv, prog_name="breakwater", standalone_mode=False)
     except typer.Exit as e:
         return int(e.exit_code or 0)
+    except typer.Abort:
+        print("breakwater: aborted", file=sys.stderr)
+        return 1
+    except typer.TyperException as e:
+        # Usage errors (exit code 2): since 0.29 typer raises its own copy of click's
+        # exceptions, whose `show` prints the usage line, a hint and the reason.
+        show = getattr(e, "show", None)
+        if callable(show):
+            show()
+        else:
+            print(f"breakwater: {e.format_message()}", file=sys.stderr)
+        return e.exit_code
     except ConfigError as e:
         print(f"breakwater: {e}", file=sys.stderr)
         return 2
     except (BreakwaterError, ValueError) as e:
         print(f"breakwater: {e}", file=sys.stderr)
         return 1
-    except Exception as e:  # click's usage errors
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            return e.exit_code
-        raise
     return int(result or 0)

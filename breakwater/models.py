@@ -8,9 +8,9 @@ None always means "not available" (AIS's sentinel values are turned into None on
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from breakwater.reports import OTHER_FIELDS, POSITION_FIELDS, STATIC_FIELDS
 
@@ -19,6 +19,19 @@ TimeSource = Literal["tag_block", "trailer", "ingest"]
 
 def ms_to_datetime(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """The same instant with `datetime.UTC` as its zone. PostgreSQL hands back its session's
+    zone (`ZoneInfo('Etc/UTC')`, or the server's local one) and pydantic parses "Z" as its own
+    `TzInfo(0)`: the client's answers compare and print alike whatever the store. A naive
+    time is taken to be UTC already, as the CLI takes --start and --end."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 
 
 class _Report(BaseModel):
@@ -86,7 +99,7 @@ class VesselState(BaseModel):
     """A vessel's latest position and what is known of it, as the live picture holds it."""
 
     mmsi: int
-    received_at: datetime | None = None
+    received_at: UtcDatetime | None = None
     lat: float | None = None
     lon: float | None = None
     sog_kn: float | None = None
@@ -116,8 +129,8 @@ class Vessel(BaseModel):
     eta: str | None = None
     draught_m: float | None = None
     destination: str | None = None
-    static_received_at: datetime | None = None
-    deleted_at: datetime | None = None
+    static_received_at: UtcDatetime | None = None
+    deleted_at: UtcDatetime | None = None
 
     @property
     def length_m(self) -> int | None:
@@ -127,7 +140,7 @@ class Vessel(BaseModel):
 
 
 class TrackPoint(BaseModel):
-    received_at: datetime
+    received_at: UtcDatetime
     lat: float | None
     lon: float | None
     sog_kn: float | None = None
@@ -144,5 +157,5 @@ class StoreCounts(BaseModel):
     vessels_with_position: int
     vessels_with_static_data: int
     deleted_vessels: int
-    first_received_at: datetime | None = None
-    last_received_at: datetime | None = None
+    first_received_at: UtcDatetime | None = None
+    last_received_at: UtcDatetime | None = None

@@ -9,6 +9,7 @@ dead or hung server fails a call in bounded time and the breaker can see it.
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +49,12 @@ def validate_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, *, timeout_s: float = 10.0, pool_size: int = 2) -> Engine:
+def make_engine(url: str, *, timeout_s: float = 10.0, pool_size: int = 2, create: bool = True) -> Engine:
+    """An engine for `url`. With `create=False` a SQLite file that does not exist is an error
+    when the engine connects, never a new empty database (queries use this)."""
     url = validate_url(url)
     if url.startswith("sqlite"):
-        return _sqlite_engine(url, timeout_s)
+        return _sqlite_engine(url, timeout_s, create)
     return create_engine(
         url,
         pool_size=pool_size,
@@ -66,13 +69,20 @@ def make_engine(url: str, *, timeout_s: float = 10.0, pool_size: int = 2) -> Eng
     )
 
 
-def _sqlite_engine(url: str, timeout_s: float) -> Engine:
+def _sqlite_engine(url: str, timeout_s: float, create: bool) -> Engine:
     database = make_url(url).database
-    if database and database != ":memory:":
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    path = Path(database).expanduser() if database and database != ":memory:" else None
     # Several writers wait for each other's commits: give them far longer than a call.
     busy_ms = int(max(timeout_s, 60.0) * 1000)
-    engine = create_engine(url, connect_args={"timeout": busy_ms / 1000, "check_same_thread": False})
+    connect_args: dict[str, Any] = {"timeout": busy_ms / 1000, "check_same_thread": False}
+    options: dict[str, Any] = {"connect_args": connect_args}
+    if path is not None and create:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    elif path is not None:
+        # mode=rw: read and write an existing file, fail rather than create one.
+        uri = f"{path.absolute().as_uri()}?mode=rw"
+        options = {"creator": lambda: sqlite3.connect(uri, uri=True, **connect_args)}
+    engine = create_engine(url, **options)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -100,7 +110,47 @@ def check_database(url: str, *, timeout_s: float) -> None:
     try:
         migrate(engine)
     except SQLAlchemyError as e:
-        cause = str(getattr(e, "orig", e)).strip().splitlines()[0] if str(e) else type(e).__name__
-        raise ConfigError(DATABASE_SETTING, f"cannot use {mask_url(url)}: {redact(cause, url)}") from e
+        raise cannot_use(url, e) from e
     finally:
         engine.dispose()
+
+
+def cannot_use(url: str, error: Exception) -> ConfigError:
+    """The one line that names the setting and the driver's own reason."""
+    cause = str(getattr(error, "orig", error)).strip()
+    cause = cause.splitlines()[0] if cause else type(error).__name__
+    return ConfigError(DATABASE_SETTING, f"cannot use {mask_url(url)}: {redact(cause, url)}")
+
+
+def check_store(engine: Engine, url: str) -> None:
+    """For queries: the database answers and holds Breakwater's schema at this version, or
+    ConfigError naming the setting. Nothing is created or upgraded: that is the ingest job's."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from breakwater.stores.schema import LATEST_VERSION, current_version
+
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and database and database != ":memory:":
+        path = Path(database).expanduser().absolute()
+        if not path.is_file():
+            raise ConfigError(
+                DATABASE_SETTING,
+                f"there is no Breakwater store at {path}: run an ingest job first, or point --database-url at one",
+            )
+    try:
+        with engine.connect() as conn:
+            version = current_version(conn)
+    except SQLAlchemyError as e:
+        raise cannot_use(url, e) from e
+    if version == 0:
+        raise ConfigError(
+            DATABASE_SETTING,
+            f"{mask_url(url)} is not a Breakwater store (it has no breakwater_schema table): "
+            "run an ingest job first, or point --database-url at one",
+        )
+    if version < LATEST_VERSION:  # a newer schema only adds: this release reads it as it is
+        raise ConfigError(
+            DATABASE_SETTING,
+            f"{mask_url(url)} has schema version {version}, older than this Breakwater's "
+            f"{LATEST_VERSION}: run an ingest job with this release to upgrade it",
+        )

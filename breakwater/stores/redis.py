@@ -17,6 +17,8 @@ of a batch is sent; the older ones count as duplicates, since they could not cha
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.resources import files
 from typing import Any
 
@@ -207,29 +209,54 @@ def _state_from_hash(data: dict[str, str], distance_km: float | None = None) -> 
 
 
 class RedisQueries:
-    """The live picture: latest state by MMSI, and geo queries over every bucket's index."""
+    """The live picture: latest state by MMSI, and geo queries over every bucket's index.
+
+    A Redis that cannot be reached or used is a ConfigError naming the setting, whether at
+    the first call (which pings it) or later: a query has no queue to wait in."""
 
     def __init__(
         self, url: str, *, prefix: str = "", buckets: int = 16, timeout_s: float = 5.0, client: Any = None
     ) -> None:
+        self.url = url
         self.keys = RedisKeys(prefix, buckets)
-        self.client = client or connect(url, timeout_s=timeout_s)
+        self._pinged = False
+        try:
+            self.client = client or connect(url, timeout_s=timeout_s)
+        except (redis.RedisError, ValueError) as e:
+            raise self._cannot_use(e) from e
+
+    def _cannot_use(self, error: Exception) -> ConfigError:
+        cause = redact(str(error), self.url) or type(error).__name__
+        return ConfigError(REDIS_SETTING, f"cannot use {mask_url(self.url)}: {cause}")
+
+    @contextmanager
+    def _answering(self) -> Iterator[None]:
+        try:
+            if not self._pinged:
+                self.client.ping()
+                self._pinged = True
+            yield
+        except (redis.RedisError, OSError) as e:
+            raise self._cannot_use(e) from e
 
     def close(self) -> None:
         self.client.close()
 
     def latest(self, mmsi: int) -> VesselState | None:
-        if self.client.sismember(self.keys.deleted, mmsi):
-            return None
-        data = self.client.hgetall(self.keys.vessel(mmsi))
+        with self._answering():
+            if self.client.sismember(self.keys.deleted, mmsi):
+                return None
+            data = self.client.hgetall(self.keys.vessel(mmsi))
         return _state_from_hash(data) if data and "pos_ms" in data else None
 
     def _search_buckets(self, **query: Any) -> list[Any]:
         """One GEOSEARCH per bucket, in one pipeline: the results of every bucket."""
-        pipe = self.client.pipeline(transaction=False)
-        for bucket in range(self.keys.buckets):
-            pipe.geosearch(self.keys.geo(bucket), unit="km", **query)
-        return [hit for result in pipe.execute() for hit in result]
+        with self._answering():
+            pipe = self.client.pipeline(transaction=False)
+            for bucket in range(self.keys.buckets):
+                pipe.geosearch(self.keys.geo(bucket), unit="km", **query)
+            results = pipe.execute()
+        return [hit for result in results for hit in result]
 
     def nearby(self, lat: float, lon: float, radius_km: float, limit: int = 100) -> list[VesselState]:
         """GEOSEARCH every bucket, merge by distance, then fetch the hashes in one pipeline."""
@@ -256,32 +283,37 @@ class RedisQueries:
         return self._states([(None, m) for m in inside], limit)
 
     def _states(self, hits: list[tuple[float | None, int]], limit: int) -> list[VesselState]:
-        deleted = {int(m) for m in self.client.smembers(self.keys.deleted)}
-        hits = [h for h in hits if h[1] not in deleted][:limit]
-        pipe = self.client.pipeline(transaction=False)
-        for _, mmsi in hits:
-            pipe.hgetall(self.keys.vessel(mmsi))
+        with self._answering():
+            deleted = {int(m) for m in self.client.smembers(self.keys.deleted)}
+            hits = [h for h in hits if h[1] not in deleted][:limit]
+            pipe = self.client.pipeline(transaction=False)
+            for _, mmsi in hits:
+                pipe.hgetall(self.keys.vessel(mmsi))
+            hashes = pipe.execute()
         return [
             _state_from_hash(data, None if dist is None else round(dist, 3))
-            for (dist, _), data in zip(hits, pipe.execute(), strict=True)
+            for (dist, _), data in zip(hits, hashes, strict=True)
             if data
         ]
 
     def vessel_count(self) -> int:
-        return sum(self.client.zcard(self.keys.geo(b)) for b in range(self.keys.buckets))
+        with self._answering():
+            return sum(self.client.zcard(self.keys.geo(b)) for b in range(self.keys.buckets))
 
     def set_deleted(self, mmsi: int, deleted: bool) -> None:
-        if deleted:
-            self.client.sadd(self.keys.deleted, mmsi)
-        else:
-            self.client.srem(self.keys.deleted, mmsi)
+        with self._answering():
+            if deleted:
+                self.client.sadd(self.keys.deleted, mmsi)
+            else:
+                self.client.srem(self.keys.deleted, mmsi)
 
     def purge(self, mmsis: list[int]) -> int:
         """Remove the vessels' hashes and index entries for good."""
-        pipe = self.client.pipeline(transaction=False)
-        for mmsi in mmsis:
-            pipe.delete(self.keys.vessel(mmsi))
-            pipe.zrem(self.keys.geo(self.keys.bucket(mmsi)), mmsi)
-            pipe.srem(self.keys.deleted, mmsi)
-        results = pipe.execute()
+        with self._answering():
+            pipe = self.client.pipeline(transaction=False)
+            for mmsi in mmsis:
+                pipe.delete(self.keys.vessel(mmsi))
+                pipe.zrem(self.keys.geo(self.keys.bucket(mmsi)), mmsi)
+                pipe.srem(self.keys.deleted, mmsi)
+            results = pipe.execute()
         return sum(int(r) for r in results[::3])

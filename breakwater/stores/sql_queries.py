@@ -7,14 +7,17 @@ Every statement is built with SQLAlchemy Core, so every value is a bound paramet
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, exists, func, select, update
+from sqlalchemy import Connection, Engine, and_, delete, exists, func, select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from breakwater.models import StoreCounts, TrackPoint, Vessel, VesselState
 from breakwater.stores import schema
-from breakwater.stores.engine import make_engine
+from breakwater.stores.engine import cannot_use, check_store, make_engine
 
 EARTH_RADIUS_KM = 6371.0088
 
@@ -33,11 +36,33 @@ def _not_deleted(mmsi_column: Any) -> Any:
 
 
 class SqlQueries:
+    """Reads an existing store and never creates one: the first use checks that the database
+    answers and holds Breakwater's schema, and says which setting to fix when it does not."""
+
     def __init__(self, url: str, *, timeout_s: float = 10.0, engine: Engine | None = None) -> None:
-        self.engine = engine or make_engine(url, timeout_s=timeout_s)
+        self.url = url
+        self._engine = engine or make_engine(url, timeout_s=timeout_s, create=False)
+        self._checked = False
+
+    @property
+    def engine(self) -> Engine:
+        """The engine, once the store has been found (ConfigError naming the setting if not)."""
+        if not self._checked:
+            check_store(self._engine, self.url)
+            self._checked = True
+        return self._engine
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """A connection for one query; losing the database is a ConfigError, as at the start."""
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except (OperationalError, InterfaceError) as e:
+            raise cannot_use(self.url, e) from e
 
     def close(self) -> None:
-        self.engine.dispose()
+        self._engine.dispose()
 
     def latest(self, mmsi: int) -> VesselState | None:
         states = self._states(schema.latest_positions.c.mmsi == mmsi, limit=1)
@@ -52,7 +77,7 @@ class SqlQueries:
             .order_by(lp.c.mmsi)
             .limit(limit)
         )
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             rows = conn.execute(query).mappings().all()
         return [
             VesselState(
@@ -82,7 +107,7 @@ class SqlQueries:
         query = query.order_by(p.c.received_at, p.c.digest)
         if limit is not None:
             query = query.limit(limit)
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return [TrackPoint(**row) for row in conn.execute(query).mappings()]
 
     def vessel(self, mmsi: int, *, include_deleted: bool = False) -> Vessel | None:
@@ -90,7 +115,7 @@ class SqlQueries:
         query = select(v).where(v.c.mmsi == mmsi)
         if not include_deleted:
             query = query.where(v.c.deleted_at.is_(None))
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             row = conn.execute(query).mappings().first()
         return None if row is None else Vessel(**row)
 
@@ -122,7 +147,7 @@ class SqlQueries:
             schema.latest_positions,
             schema.vessels,
         )
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
 
             def scalar(q: Any) -> Any:
                 return conn.execute(q).scalar()
