@@ -33,6 +33,7 @@ from typer.core import TyperCommand, TyperOption
 from breakwater.client import Client
 from breakwater.config import load_settings
 from breakwater.errors import BreakwaterError, ConfigError
+from breakwater.runtime import load_runtime
 
 # No command is a usage error ("Missing command.", exit 2, on stderr), not the help: typer's
 # no_args_is_help prints the help to stdout.
@@ -74,7 +75,7 @@ def _main(
     namespace: Annotated[str | None, typer.Option(help="Ray namespace of Breakwater's actors")] = None,
     admin_token: Annotated[
         str | None,
-        typer.Option(envvar="BREAKWATER_ADMIN_TOKEN", help="token for destructive operations", show_envvar=True),
+        typer.Option(help="the admin token to present; the deployment's BREAKWATER_ADMIN_TOKEN decides"),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
@@ -231,17 +232,13 @@ def table_of(rows: list[dict[str, Any]], columns: Sequence[str], title: str, wid
 @app.command(context_settings=PASS_THROUGH)
 def ingest(ctx: typer.Context) -> None:
     """Run the ingest job (same arguments as python -m jobs.ingest; try `breakwater ingest -h`)."""
-    from jobs.ingest import main as ingest_main
-
-    raise typer.Exit(ingest_main(ctx.args or ["--help"]))
+    raise typer.Exit(load_runtime().run_job("ingest", ctx.args or ["--help"]))
 
 
 @app.command(context_settings=PASS_THROUGH)
 def retry(ctx: typer.Context) -> None:
     """Run the dead-letter retry job (same arguments as python -m jobs.retry_dlq)."""
-    from jobs.retry_dlq import main as retry_main
-
-    raise typer.Exit(retry_main(ctx.args))
+    raise typer.Exit(load_runtime().run_job("retry", ctx.args))
 
 
 # -- queries -----------------------------------------------------------------------------------

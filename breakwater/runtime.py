@@ -2,7 +2,7 @@
 
 The CLI and the client start jobs and reach a running deployment's actors, but `breakwater`
 must not import Ray, `actors/` or `jobs/`. They go through a `Runtime`: the interface here,
-implemented over Ray by `actors.runtime.RayRuntime` and registered in pyproject.toml as the
+implemented over Ray by `jobs.runtime.RayRuntime` and registered in pyproject.toml as the
 entry point `ray` of the group `breakwater.runtime`. Tests pass a runtime of their own.
 """
 

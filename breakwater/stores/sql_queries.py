@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, delete, exists, func, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from breakwater.errors import NotFoundError
 from breakwater.models import StoreCounts, TrackPoint, Vessel, VesselState
 from breakwater.stores import schema
 from breakwater.stores.engine import cannot_use, check_store, make_engine
@@ -170,12 +171,14 @@ class SqlQueries:
     # -- soft delete ---------------------------------------------------------------------------
 
     def delete_vessel(self, mmsi: int) -> bool:
-        """Hide a vessel from every query; its rows stay. False if it was deleted already."""
+        """Hide a vessel from every query; its rows stay. False if it was deleted already,
+        NotFoundError if the store holds nothing of it."""
         v = schema.vessels
         now = datetime.now(UTC)
         with self.engine.begin() as conn:
             row = conn.execute(select(v.c.deleted_at).where(v.c.mmsi == mmsi)).first()
             if row is None:
+                self._require_known(conn, mmsi)
                 conn.execute(schema.vessels.insert().values(mmsi=mmsi, deleted_at=now))
                 return True
             if row[0] is not None:
@@ -184,12 +187,21 @@ class SqlQueries:
             return True
 
     def restore_vessel(self, mmsi: int) -> bool:
+        """Undo a soft delete; False if it was not deleted, NotFoundError if never seen."""
         v = schema.vessels
         with self.engine.begin() as conn:
+            self._require_known(conn, mmsi)
             result = conn.execute(
                 update(v).where(v.c.mmsi == mmsi, v.c.deleted_at.is_not(None)).values(deleted_at=None)
             )
         return bool(result.rowcount)
+
+    @staticmethod
+    def _require_known(conn: Connection, mmsi: int) -> None:
+        for table in (schema.vessels, schema.latest_positions, schema.static_reports, schema.other_messages):
+            if conn.execute(select(table.c.mmsi).where(table.c.mmsi == mmsi).limit(1)).first() is not None:
+                return
+        raise NotFoundError(f"vessel {mmsi}: the store holds nothing of it")
 
     def deleted_vessels(self) -> list[int]:
         v = schema.vessels

@@ -14,7 +14,7 @@ from tests.integration.test_ingest_embedded import independent_tracks
 
 
 def run(job: Job, capsys: pytest.CaptureFixture[str], *args: str, code: int = 0) -> Any:
-    store = ["--database-url", job.database_url, "--dlq-path", str(job.dlq_path), "--namespace", job.namespace]
+    store = job.cli_flags()
     capsys.readouterr()
     assert main([*store, "--json", *args]) == code
     out = capsys.readouterr().out
@@ -70,14 +70,7 @@ def test_clear_needs_yes_and_the_token(
     sqlite_job: Job, kystverket_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     sqlite_job.ingest(kystverket_path, extra=("--set", "admin_token=s3cret"))
-    store = [
-        "--database-url",
-        sqlite_job.database_url,
-        "--dlq-path",
-        str(sqlite_job.dlq_path),
-        "--namespace",
-        sqlite_job.namespace,
-    ]
+    store = sqlite_job.cli_flags()
     assert main([*store, "--admin-token", "s3cret", "dlq", "clear"]) == 1
     assert "confirm" in capsys.readouterr().err
     assert main([*store, "--admin-token", "wrong", "dlq", "clear", "--yes"]) == 1
