@@ -292,15 +292,18 @@ class CircuitBreaker:
             "trips": self.trips,
         }
 
-    def restore(self, snapshot: dict[str, Any]) -> None:
+    def restore(self, snapshot: dict[str, Any], *, restarted: bool = True) -> None:
+        """Take the state of a snapshot. A breaker that restarts from it starts a new epoch
+        (views cached before the restart are stale); one only looked at (`restarted=False`,
+        an operator's `breakers`) keeps the saved epoch and changes nothing."""
         self.state = BreakerState(snapshot["state"])
-        # A restored breaker starts a new epoch: views cached before the restart are stale.
-        self.epoch = int(snapshot["epoch"]) + 1
+        self.epoch = int(snapshot["epoch"]) + (1 if restarted else 0)
         self.opened_at = float(snapshot["opened_at"])
         forced = snapshot.get("forced")
         self.forced = None if forced is None else BreakerState(forced)
         self.trips = int(snapshot.get("trips", 0))
-        log.warning("breaker %s: restored as %s (epoch %d)", self.sink, self.state.name, self.epoch)
+        if restarted:
+            log.warning("breaker %s: restored as %s (epoch %d)", self.sink, self.state.name, self.epoch)
 
 
 class JournaledBreaker:

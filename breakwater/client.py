@@ -21,6 +21,7 @@ from typing import Any
 
 from breakwater.admin import AdminGuard, who_am_i
 from breakwater.config import Settings, load_settings
+from breakwater.errors import ConfigError
 from breakwater.models import StoreCounts, TrackPoint, Vessel, VesselState
 from breakwater.operations import LocalOperations, Operations
 from breakwater.runtime import load_runtime, named_address
@@ -139,6 +140,13 @@ class Client:
         if self._ops is None:
             address = named_address(self.ray_address, self.settings.ray_address)
             if address is None:
+                journal = self.settings.dlq.path
+                if not journal.is_file():  # looking never creates one
+                    raise ConfigError(
+                        "BREAKWATER_DLQ__PATH (--dlq-path)",
+                        f"there is no dead-letter journal at {journal}: no job has run with it here; "
+                        "name the cluster (--address) or the journal (--dlq-path)",
+                    )
                 self._ops = LocalOperations(self.settings)
             else:
                 self._ops = load_runtime().cluster_operations(self.settings, address)

@@ -14,7 +14,7 @@ from collections import Counter
 from typing import Any, Protocol
 
 from breakwater.admin import journal_guard
-from breakwater.breaker import BreakerState, JournaledBreaker
+from breakwater.breaker import BreakerState, CircuitBreaker, JournaledBreaker
 from breakwater.config import Settings
 from breakwater.dead_letters import DEAD, WAITING, DeadLetterQueue
 from breakwater.drain import Drain
@@ -87,10 +87,15 @@ class LocalOperations:
         return int(getattr(self.queue, operation)(sink))
 
     def breakers(self) -> list[dict[str, Any]]:
-        return [
-            JournaledBreaker(name, self.settings.breaker, self.snapshots).breaker.status()
-            for name in sink_names(self.settings)
-        ]
+        """As the journal holds them; looking changes nothing (no epoch, no save)."""
+        found = []
+        for name in sink_names(self.settings):
+            breaker = CircuitBreaker(name, self.settings.breaker)
+            saved = self.snapshots.load("breaker", name)
+            if saved is not None:
+                breaker.restore(saved, restarted=False)
+            found.append(breaker.status())
+        return found
 
     def force_breaker(self, sink: str, state: str, token: str | None, requested_by: str) -> dict[str, Any]:
         journal_guard(self.snapshots).check(token, f"force breaker {sink} {state}", requested_by)

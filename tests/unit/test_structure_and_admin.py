@@ -90,3 +90,17 @@ def test_who_asked_names_user_host_and_process() -> None:
 
     who = who_am_i()
     assert f"@{socket.gethostname()} pid {os.getpid()}" in who
+
+
+def test_looking_at_the_queue_never_creates_a_journal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from breakwater.cli import main
+
+    journal = tmp_path / "state" / "dead-letters.sqlite3"
+    for command in (["dlq", "stats"], ["dlq", "peek"], ["breakers"]):
+        assert main(["--dlq-path", str(journal), *command]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [
+            f"breakwater: BREAKWATER_DLQ__PATH (--dlq-path): there is no dead-letter journal at {journal}: "
+            "no job has run with it here; name the cluster (--address) or the journal (--dlq-path)"
+        ]
+    assert not journal.parent.exists()
