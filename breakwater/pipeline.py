@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from breakwater import accounting as acc
@@ -141,6 +142,7 @@ class Ingest:
         on_progress: Callable[[Counter[str], int], None] | None = None,
         metrics_interval_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.cluster = cluster
         self.job_id = job_id
@@ -149,6 +151,7 @@ class Ingest:
         self.on_progress = on_progress
         self.metrics_interval_s = metrics_interval_s
         self.clock = clock
+        self.wall_clock = wall_clock
         self.stop = threading.Event()
         self.counts: Counter[str] = Counter()
         self._examples: dict[str, bytes] = {}
@@ -157,9 +160,11 @@ class Ingest:
         self._metrics = MetricsBuffer()
         self._pushed: Counter[str] = Counter()
         self._last_push = 0.0
+        self._started_at: datetime | None = None
 
     def run(self, sources: Iterable[Source]) -> IngestSummary:
         started = self.clock()
+        self._started_at = datetime.fromtimestamp(self.wall_clock(), UTC)
         threads = self._start_readers(list(sources))
         batches: queue.Queue[Any] = threads[0].out if threads else queue.Queue()
         open_threads = len(threads)
@@ -255,4 +260,8 @@ class Ingest:
     def _summary(self, elapsed_s: float, sources: list[SourceEnd]) -> IngestSummary:
         tally = self.cluster.dead_letter_tally(self.job_id)
         examples = {k: example_text(v) for k, v in self._examples.items()}
-        return IngestSummary(self.job_id, self.counts, self.cluster.sinks, tally, examples, elapsed_s, sources)
+        finished_at = datetime.fromtimestamp(self.wall_clock(), UTC)
+        return IngestSummary(
+            self.job_id, self.counts, self.cluster.sinks, tally, examples, elapsed_s, sources,
+            self._started_at, finished_at,
+        )  # fmt: skip

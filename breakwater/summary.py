@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from breakwater import accounting as acc
@@ -55,6 +56,11 @@ def printable(text: str) -> str:
     return "".join(c if " " <= c <= "~" else f"\\x{ord(c):02x}" for c in text)
 
 
+def iso_utc(moment: datetime | None) -> str | None:
+    """ISO 8601 in UTC to the second, with a Z: what an operator reads and pastes."""
+    return None if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 @dataclass
 class IngestSummary:
     job_id: str
@@ -64,6 +70,8 @@ class IngestSummary:
     rejected_examples: dict[str, str]
     elapsed_s: float
     sources: list[SourceEnd]
+    started_at: datetime | None = None  # wall clock, UTC: when reading began and ended
+    finished_at: datetime | None = None
 
     @property
     def conservation_errors(self) -> list[str]:
@@ -101,6 +109,8 @@ class IngestSummary:
             "job_id": self.job_id,
             "ok": self.ok,
             "errors": self.errors,
+            "started_at": iso_utc(self.started_at),
+            "finished_at": iso_utc(self.finished_at),
             "elapsed_s": round(self.elapsed_s, 3),
             "sources": [asdict(s) for s in self.sources],
             "lines": {
@@ -169,7 +179,8 @@ class IngestSummary:
                     f"retried and written {s['retried_written']:,}, already there {s['retried_duplicates']:,}"
                 )
         rate = lines["read"] / self.elapsed_s if self.elapsed_s else 0.0
-        out.append(f"  elapsed {self.elapsed_s:.2f} s ({rate:,.0f} lines/s)")
+        span = f", {d['started_at']} to {d['finished_at']}" if self.started_at and self.finished_at else ""
+        out.append(f"  elapsed {self.elapsed_s:.2f} s ({rate:,.0f} lines/s){span}")
         stops = self._stops()
         if stops:
             out.append(stops)

@@ -41,7 +41,8 @@ def run(sources: list[Source], tmp_path: Path) -> IngestSummary:
 def numbers(summary: IngestSummary) -> dict[str, Any]:
     """What a job counted, without what says how it went or how long it took."""
     d = summary.as_dict()
-    return {k: v for k, v in d.items() if k not in ("job_id", "ok", "errors", "elapsed_s", "sources")}
+    when = ("started_at", "finished_at", "elapsed_s")
+    return {k: v for k, v in d.items() if k not in ("job_id", "ok", "errors", "sources", *when)}
 
 
 def test_a_truncated_gzip_file_is_an_error_and_every_line_read_is_counted(
@@ -151,3 +152,16 @@ def test_a_long_example_is_cut_and_control_bytes_are_escaped(tmp_path: Path, kys
         "      invalid_mmsi:    \\g:1-2-9999,c:1565218801*5C\\!BSVDM,2,1,6,A,5=>75SD000000000001HT8DdF0<5@Q8..."
         in kystverket.render().splitlines()
     )
+
+
+def test_the_summary_gives_its_times_in_iso_8601_utc(tmp_path: Path, kystverket_path: Path) -> None:
+    queue = DeadLetterQueue(DeadLetterConfig(path=tmp_path / "dlq.sqlite3"))
+    gates = {"db": SinkGate(CircuitBreaker("db", BreakerConfig()))}
+    writers = [ShardWriter([MemorySink("db")], gates, queue, job_id="job")]
+    ticks = iter([1_565_218_800.0, 1_565_218_805.4])  # 2019-08-07T23:00:00Z, then 5.4 s later
+    loop = Ingest(InProcessCluster(writers, queue, "job"), job_id="job", wall_clock=lambda: next(ticks))
+    summary = loop.run([FileSource(kystverket_path)])
+    d = summary.as_dict()
+    assert (d["started_at"], d["finished_at"]) == ("2019-08-07T23:00:00Z", "2019-08-07T23:00:05Z")
+    elapsed = next(line for line in summary.render().splitlines() if line.strip().startswith("elapsed"))
+    assert elapsed.endswith(", 2019-08-07T23:00:00Z to 2019-08-07T23:00:05Z")
