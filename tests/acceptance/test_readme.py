@@ -101,6 +101,10 @@ def test_every_readme_command_works_in_a_clean_shell(tmp_path: Path) -> None:
                 ["bash", "-c", script], env=env, capture_output=True, text=True, timeout=900, check=False
             )
             outputs.append(result.stdout)
+            traced = [line for line in result.stderr.splitlines() if line.startswith("+ ")]
+            with (tmp_path / "transcript.txt").open("a") as transcript:  # what ran, for a person to read
+                transcript.write(f"## README.md line {block.line}: exit {result.returncode}\n")
+                transcript.writelines(line + "\n" for line in traced)
             assert result.returncode == 0, (
                 f"README.md line {block.line}: the block exited {result.returncode}\n"
                 f"--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-6000:]}"
