@@ -5,6 +5,7 @@ conftest exports (RAY_AUTH_MODE, BREAKWATER_*) reaches it.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -41,6 +42,12 @@ def checkout_copy(dest: Path) -> Path:
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest / name)  # keeps mtimes: make sees the venv as up to date
     (dest / ".venv").symlink_to(VENV_BIN.parent)
+    installed = VENV_BIN.parent / ".installed"
+    if installed.exists():
+        # `make test` installed the venv before this runs: the copy's make must not reinstall it
+        # (an editable install from the copy would point the shared venv at a folder that goes).
+        stamp = installed.stat().st_mtime
+        os.utime(dest / "pyproject.toml", (stamp, stamp))
     return dest
 
 
