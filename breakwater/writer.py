@@ -7,7 +7,8 @@ sink it asks the sink's gate what to do:
 - call the sink; on a transient failure the whole batch goes to the dead-letter queue
   (the sink is probably down); on a poison record the batch is split in halves until the
   bad rows are found, the good rows are written and the bad ones go straight to the
-  dead-letter store;
+  dead-letter store. Each half passes the gate too, so a store that dies meanwhile stops
+  the search and the rest waits in the queue;
 - or divert the batch to the dead-letter queue at once, without touching the sink and
   without an exception per record, when the breaker is open.
 
@@ -176,29 +177,63 @@ class ShardWriter:
     def _isolate_poison(
         self, sink: Sink, part: ReportBatch, batch_id: str, report: WriteReport, failure: Failure
     ) -> None:
-        """Halve the batch until every poison row is alone; write the rest."""
+        """Halve the batch until every poison row is alone; write the rest.
+
+        Every piece goes through the sink's gate like a batch of its own: a store that fails
+        during the search (or a breaker another writer opened) ends it, and the pieces not yet
+        written wait in the dead-letter queue as transient failures, instead of each costing
+        a store timeout."""
         pending = list(halves(part)) if len(part) > 1 else []
         if not pending:
             self._to_dead_letters(sink.name, part, batch_id, failure, report)
             return
+        gate = self.gates[sink.name]
         while pending:
             piece = pending.pop()
             if not len(piece):
                 continue
+            decision = gate.decide()
+            if decision.verdict == Verdict.DIVERT:
+                diverted = Failure(BREAKER_OPEN_ERROR, "breaker open", decision.view.state.name, self.clock())
+                self._park_rest(sink.name, [piece, *pending], batch_id, diverted, report, decision.view.retry_at)
+                return
+            started = time.perf_counter()
             try:
                 result = self._call(sink, piece)
             except PoisonRecord as error:
+                gate.record(decision, ok=True, duration_s=time.perf_counter() - started)
                 if len(piece) == 1:
-                    bad = Failure("PoisonRecord", str(error), failure.breaker, self.clock(), False)
+                    bad = Failure("PoisonRecord", str(error), decision.view.state.name, self.clock(), False)
                     self._to_dead_letters(sink.name, piece, batch_id, bad, report)
                 else:
                     pending.extend(halves(piece))
                 continue
             except StoreError as error:
-                down = Failure(type(error).__name__, str(error), failure.breaker, self.clock(), True)
-                self._to_dead_letters(sink.name, piece, batch_id, down, report)
-                continue
+                duration = time.perf_counter() - started
+                gate.record(decision, ok=not counts_as_failure(error), duration_s=duration, error=_describe(error))
+                down = Failure(type(error).__name__, str(error), decision.view.state.name, self.clock(), True)
+                log.warning("%s failed while isolating a poison record; the rest waits: %s", sink.name, error)
+                self._park_rest(sink.name, [piece, *pending], batch_id, down, report)
+                return
+            gate.record(decision, ok=True, duration_s=time.perf_counter() - started)
             self._count(sink.name, result, report)
+
+    def _park_rest(
+        self,
+        sink: str,
+        pieces: list[ReportBatch],
+        batch_id: str,
+        failure: Failure,
+        report: WriteReport,
+        next_retry_at: float | None = None,
+    ) -> None:
+        """The pieces an isolation did not get to, to the dead-letter queue in one enqueue."""
+        rest = ReportBatch(pieces[0].source, pieces[0].read_ms)
+        for piece in pieces:
+            for kind in ("position", "static", "other"):
+                rest.rows(kind).extend(piece.rows(kind))
+        if len(rest):
+            self._to_dead_letters(sink, rest, batch_id, failure, report, next_retry_at)
 
     def _to_dead_letters(
         self,

@@ -24,8 +24,9 @@ from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
+from redis.exceptions import NoScriptError
 
-from breakwater.errors import ConfigError, PoisonRecord, StoreError, StoreUnavailable
+from breakwater.errors import ConfigError
 from breakwater.models import VesselState, ms_to_datetime
 from breakwater.reports import (
     KIND_POSITION,
@@ -37,14 +38,13 @@ from breakwater.reports import (
     shard_of,
 )
 from breakwater.stores.base import SINK_REDIS, WriteResult, mask_url, redact
+from breakwater.stores.faults import classify_redis_error
 
 REDIS_SETTING = "BREAKWATER_REDIS_URL (--redis-url)"
 _SCRIPT = files("breakwater.stores").joinpath("latest_state.lua").read_text()
 # Position and static values stored in the hash (the identity columns are stored by the script).
 _POSITION_VALUES = [f for f in POSITION_FIELDS if f not in ("mmsi", "received_ms", "digest")]
 _STATIC_VALUES = [f for f in STATIC_FIELDS[4:15]]
-# Server replies that mean "try again later", not "this data is wrong".
-_TRANSIENT_REPLIES = ("OOM", "BUSY", "LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "NOSCRIPT")
 
 
 def connect(url: str, *, timeout_s: float = 5.0) -> Any:
@@ -103,13 +103,6 @@ class RedisKeys:
         return f"{self.prefix}{{bw*}}:vessel:*"
 
 
-def classify_redis_error(error: BaseException) -> StoreError:
-    message = str(error)[:300] or type(error).__name__
-    if isinstance(error, redis.ResponseError) and not message.startswith(_TRANSIENT_REPLIES):
-        return PoisonRecord(SINK_REDIS, message)
-    return StoreUnavailable(SINK_REDIS, f"{type(error).__name__}: {message}")
-
-
 class RedisSink:
     name = SINK_REDIS
     kinds = frozenset({KIND_POSITION, KIND_STATIC})
@@ -157,9 +150,16 @@ class RedisSink:
         if not updates:
             return WriteResult(0, superseded)
         try:
-            applied = self._run(updates)
+            try:
+                applied = self._run(updates)
+            except NoScriptError:
+                # The script cache was flushed (SCRIPT FLUSH, a restart, a failover) between
+                # redis-py's SCRIPT EXISTS and the EVALSHA: load it again and try once more.
+                # Each update is newer-wins, so one that did land is a duplicate the second time.
+                self.script.sha = self.client.script_load(self.script.script)
+                applied = self._run(updates)
         except (redis.RedisError, OSError) as e:
-            raise classify_redis_error(e) from e
+            raise classify_redis_error(SINK_REDIS, e) from e
         sent = sum(len(u) for u in updates.values())
         return WriteResult(len(applied), sent - len(applied) + superseded)
 

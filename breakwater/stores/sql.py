@@ -17,10 +17,8 @@ from typing import Any
 import psycopg
 from sqlalchemy import Connection, Engine, Table, case, event, func, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.exc import SQLAlchemyError
 
-from breakwater.errors import PoisonRecord, StoreError, StoreUnavailable
 from breakwater.reports import (
     KIND_OTHER,
     KIND_POSITION,
@@ -34,9 +32,7 @@ from breakwater.reports import (
 from breakwater.stores import schema
 from breakwater.stores.base import SINK_DB, WriteResult
 from breakwater.stores.engine import make_engine
-
-# SQLSTATE classes that mean "the data", not "the server": the record is poison.
-_POISON_SQLSTATE_CLASSES = ("22", "23", "42")
+from breakwater.stores.faults import classify_sql_error
 
 _HISTORY = {
     KIND_POSITION: (schema.positions, POSITION_FIELDS),
@@ -48,23 +44,6 @@ _STATIC_VALUES = STATIC_FIELDS[4:15]  # imo .. destination
 
 def _db_column(field: str) -> str:
     return "received_at" if field == "received_ms" else field
-
-
-def classify_sql_error(sink: str, error: BaseException) -> StoreError:
-    """Tell a store that is down (retry later) from data it refuses (a poison record).
-
-    PostgreSQL says which by the class of its SQLSTATE (psycopg errors carry it, raw on the
-    COPY path, wrapped by SQLAlchemy elsewhere); SQLite only by the error's type."""
-    message = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
-    driver_error = error.orig if isinstance(error, DBAPIError) else error
-    sqlstate = getattr(driver_error, "sqlstate", None)
-    if sqlstate and sqlstate[:2] in _POISON_SQLSTATE_CLASSES:
-        return PoisonRecord(sink, f"{type(driver_error).__name__} [{sqlstate}]: {message}")
-    if sqlstate is None and isinstance(error, IntegrityError | DataError):
-        return PoisonRecord(sink, message)
-    if isinstance(error, PoolTimeout):
-        return StoreUnavailable(sink, f"no connection within the timeout: {message}")
-    return StoreUnavailable(sink, message)
 
 
 class SqlSink:
