@@ -223,7 +223,7 @@ class DeadLetterQueue:
         if next_retry_at is None:
             next_retry_at = now if failure.parked else now + self.policy.next_delay_s(1, self.rng)
         common = _Common(sink, source, job_id, batch_id, read_ms, failure, now, next_retry_at)
-        accepted = duplicates = 0
+        accepted = duplicates = inserted = inserted_bytes = 0
         seen: set[tuple[str, str]] = set()
         with self._transaction():
             for kind, rows in rows_by_kind.items():
@@ -233,14 +233,25 @@ class DeadLetterQueue:
                         duplicates += 1
                         continue
                     seen.add((kind, key))
-                    if self._insert(common, kind, key, row):
-                        accepted += 1
-                    else:
+                    size = self._insert(common, kind, key, row)
+                    if size is None:
                         duplicates += 1
+                        continue
+                    accepted += 1
+                    if size:
+                        inserted += 1
+                        inserted_bytes += size
+            if inserted:
+                self.db.execute(
+                    "INSERT INTO dead_letter_totals VALUES (?,?,?,?,?) ON CONFLICT (sink, status, last_error) "
+                    "DO UPDATE SET records = records + excluded.records, bytes = bytes + excluded.bytes",
+                    (sink, common.status, failure.error, inserted, inserted_bytes),
+                )
         return EnqueueResult(accepted, duplicates, self.is_full())
 
-    def _insert(self, c: _Common, kind: str, key: str, row: tuple[Any, ...]) -> bool:
-        """Journal one record; False when it was already waiting from another batch."""
+    def _insert(self, c: _Common, kind: str, key: str, row: tuple[Any, ...]) -> int | None:
+        """Journal one record: its size in bytes when inserted now, 0 when this delivery had
+        journaled it already, None when it was already waiting from another batch."""
         encoded = json.dumps(row)
         cur = self.db.execute(
             "INSERT INTO dead_letters (sink, kind, record_key, row, source, job_id, batch_id, status, "
@@ -269,11 +280,11 @@ class DeadLetterQueue:
             ),
         )
         if cur.rowcount:
-            return True
+            return len(encoded)
         found = self.db.execute(
             "SELECT batch_id FROM dead_letters WHERE sink=? AND kind=? AND record_key=?", (c.sink, kind, key)
         ).fetchone()
-        return bool(found and found[0] == c.batch_id)  # the same delivery again: journaled already
+        return 0 if found and found[0] == c.batch_id else None  # the same delivery again: journaled already
 
     # -- the retry job takes them out -----------------------------------------------------
 
@@ -288,7 +299,12 @@ class DeadLetterQueue:
         return [self._letter(r) for r in cur.fetchall()]
 
     def sinks_waiting(self) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT DISTINCT sink FROM dead_letters WHERE status=?", (WAITING,))]
+        return [
+            r[0]
+            for r in self.db.execute(
+                "SELECT DISTINCT sink FROM dead_letter_totals WHERE status=? AND records > 0", (WAITING,)
+            )
+        ]
 
     def resolve(self, letters: Iterable[DeadLetter], *, written: int, duplicates: int) -> None:
         """The records were written (`written`) or found already there (`duplicates`): they
@@ -351,31 +367,37 @@ class DeadLetterQueue:
     # -- what operators see and do --------------------------------------------------------
 
     def is_full(self) -> bool:
-        count, size = self.db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(size_bytes), 0) FROM dead_letters WHERE status=?",
-            (WAITING,),
-        ).fetchone()
-        return bool(count >= self.config.max_records or size >= self.config.max_bytes)
+        """From the running totals: the same cost whatever the queue holds."""
+        records, size = self._waiting_totals()
+        return bool(records >= self.config.max_records or size >= self.config.max_bytes)
 
     def stats(self) -> DeadLetterStats:
+        """From the running totals and two index look-ups: no scan of the queue."""
         stats = DeadLetterStats()
-        for sink, status, n, size, oldest in self.db.execute(
-            "SELECT sink, status, COUNT(*), SUM(size_bytes), MIN(first_failed_at) "
-            "FROM dead_letters GROUP BY sink, status"
+        for sink, status, error, n, size in self.db.execute(
+            "SELECT sink, status, last_error, records, bytes FROM dead_letter_totals WHERE records > 0"
         ):
-            stats.by_sink.setdefault(sink, {WAITING: 0, DEAD: 0})[status] = n
+            counts = stats.by_sink.setdefault(sink, {WAITING: 0, DEAD: 0})
+            counts[status] = counts.get(status, 0) + n
+            stats.by_error[error] = stats.by_error.get(error, 0) + n
             if status == WAITING:
                 stats.waiting += n
                 stats.waiting_bytes += size
-                if stats.oldest_failed_at is None or oldest < stats.oldest_failed_at:
-                    stats.oldest_failed_at = oldest
             else:
                 stats.dead += n
-        for error, n in self.db.execute("SELECT last_error, COUNT(*) FROM dead_letters GROUP BY last_error"):
-            stats.by_error[error] = n
+        (stats.oldest_failed_at,) = self.db.execute(
+            "SELECT MIN(first_failed_at) FROM dead_letters WHERE status=?", (WAITING,)
+        ).fetchone()
         stats.dead_expiring_soon = self._dead_expiring_within(self.config.retention_warning_s)
         stats.full = stats.waiting >= self.config.max_records or stats.waiting_bytes >= self.config.max_bytes
         return stats
+
+    def _waiting_totals(self) -> tuple[int, int]:
+        records, size = self.db.execute(
+            "SELECT COALESCE(SUM(records), 0), COALESCE(SUM(bytes), 0) FROM dead_letter_totals WHERE status=?",
+            (WAITING,),
+        ).fetchone()
+        return int(records), int(size)
 
     def peek(self, n: int, *, sink: str | None = None, status: str = WAITING) -> list[DeadLetter]:
         sql = f"SELECT {_COLUMNS} FROM dead_letters WHERE status=?"

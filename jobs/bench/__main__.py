@@ -1,6 +1,6 @@
 """The benchmark harness: `python -m jobs.bench --lines 200000 --json bench.json`.
 
-Scenarios (`--scenario`, default throughput; `all` runs the four in turn):
+Scenarios (`--scenario`, default throughput; `all` runs them all in turn):
 
     throughput  the same corpus through (1) pyais decode only, one process, the ceiling of one
                 core; (2) the plain script (jobs/plain_script.py: pyais, a Redis pipeline and a
@@ -12,6 +12,8 @@ Scenarios (`--scenario`, default throughput; `all` runs the four in turn):
                 the dead-letter queue left, and how long `jobs.retry_dlq --force` takes to drain it
     fastpath    in this process, no Ray and no server: what a batch costs when its sink's
                 breaker is open (the gate's decision, the writer's divert, the journal)
+    dlq-scale   in this process, no Ray: the dead-letter queue's enqueue, drain, stats and
+                is_full at 10,000 and at --records waiting records
 
 Every measurement against the stores gets a fresh, empty scratch database and Redis key prefix
 (`scratch`); how rates and memory are measured is told in `runners` and `sampling`.
@@ -30,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from jobs.bench.dlq_scale import scenario_dlq_scale
 from jobs.bench.fastpath import scenario_fastpath
 from jobs.bench.machine import machine_info
 from jobs.bench.outage import scenario_outage
@@ -37,13 +40,13 @@ from jobs.bench.runners import run_plain
 from jobs.bench.scenarios import Context, make_corpus, scenario_memory, scenario_throughput
 from jobs.bench.scratch import Scratch
 
-SCENARIOS = ("throughput", "memory", "outage", "fastpath")
+SCENARIOS = ("throughput", "memory", "outage", "fastpath", "dlq-scale")
 NEEDS_SERVERS = frozenset({"throughput", "memory", "outage"})
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m jobs.bench", description=__doc__.splitlines()[0])
-    p.add_argument("--scenario", choices=("throughput", "outage", "memory", "fastpath", "all"), default="throughput")
+    p.add_argument("--scenario", choices=(*SCENARIOS, "all"), default="throughput")
     p.add_argument("--lines", type=int, default=200_000, help="corpus lines, default 200000")
     p.add_argument("--memory-lines", type=int, help="N of the memory scenario (default --lines); it also runs 10 x N")
     p.add_argument("--repeat", type=int, default=1, help="rounds of the throughput scenario (medians reported)")
@@ -68,6 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--fastpath-decisions", type=int, default=2000, help="timed batches of the fastpath scenario, default 2000"
     )
+    p.add_argument("--records", type=int, default=1_000_000, help="waiting records of the dlq-scale scenario")
     p.add_argument("--timeout-s", type=float, default=1800.0, help="longest any one run may take")
     p.add_argument("--keep", action="store_true", help="keep the scratch databases, keys and temp files")
     return p.parse_args(argv)
@@ -133,7 +137,20 @@ def console_report(results: dict[str, Any]) -> str:
         out += _outage_lines(results["outage"])
     if results.get("fastpath"):
         out += _fastpath_lines(results["fastpath"])
+    if results.get("dlq_scale"):
+        out += _dlq_scale_lines(results["dlq_scale"])
     return "\n".join(out)
+
+
+def _dlq_scale_lines(d: dict[str, Any]) -> list[str]:
+    out = [f"dlq-scale: {'':18}{'enqueue/s':>11}{'drain/s':>10}{'stats ms':>10}{'is_full ms':>11}{'scan ms':>9}"]
+    for label, m in (("at 10k", d["at_10k"]), (f"at {d['records']:,}", d["at_n"])):
+        out.append(
+            f"  {label:<26}{m['enqueue_records_per_s']:>11,}{m['drain_records_per_s']:>10,}"
+            f"{m['stats_ms']:>10}{m['is_full_ms']:>11}{m['scan_stats_ms']:>9}"
+        )
+    out.append(f"  ratio at N / at 10k: enqueue {d['enqueue_ratio_n_vs_10k']}, drain {d['drain_ratio_n_vs_10k']}")
+    return out
 
 
 def _interrupt(signum: int, _frame: object) -> None:
@@ -156,6 +173,8 @@ def run_scenarios(args: argparse.Namespace, ctx: Context, wanted: set[str], resu
         results["outage"] = scenario_outage(ctx, corpus, info, expected)  # type: ignore[arg-type]
     if "memory" in wanted:
         results["memory"] = scenario_memory(ctx, args.memory_lines or args.lines)
+    if "dlq-scale" in wanted:
+        results["dlq_scale"] = scenario_dlq_scale(ctx.tmp, args.records)
     if "fastpath" in wanted:
         results["fastpath"] = scenario_fastpath(ctx.tmp, args.lines, args.fastpath_decisions)
         results.update({k: v for k, v in results["fastpath"].items() if k.startswith("fastpath_")})
