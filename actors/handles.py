@@ -235,7 +235,7 @@ class RayCluster:
     def submit(self, batch: LineBatch) -> _Ticket:
         n = len(self.writers)
         refs: Any = decode_batch.options(num_returns=n + 1, num_cpus=self.settings.decode_num_cpus).remote(
-            batch, n, self.settings.strict_tag_blocks
+            batch, n, self.settings.strict_tag_blocks, self.settings.max_clock_skew_s
         )
         batch_id = f"{self.job_id}:{batch.source}:{batch.seq}"
         writes = [w.write.remote(refs[i + 1], batch_id, self.job_id) for i, w in enumerate(self.writers)]

@@ -11,10 +11,11 @@ from breakwater.framing import LineBatch
 
 
 @ray.remote(max_retries=3)
-def decode_batch(batch: LineBatch, n_shards: int, strict_tag_blocks: bool) -> tuple[Any, ...]:
+def decode_batch(batch: LineBatch, n_shards: int, strict_tag_blocks: bool, max_clock_skew_s: float) -> tuple[Any, ...]:
     """Returns (counts, rejected examples) and then one ReportBatch per shard, as separate
     objects: the driver hands each shard's object to its writer without fetching it."""
-    decoded = BatchDecoder(n_shards, strict_tag_blocks=strict_tag_blocks).decode(batch)
+    decoder = BatchDecoder(n_shards, strict_tag_blocks=strict_tag_blocks, max_clock_skew_s=max_clock_skew_s)
+    decoded = decoder.decode(batch)
     return ((decoded.counts, decoded.rejected_examples), *decoded.shards)
 
 

@@ -27,24 +27,34 @@ MESSAGES_DECODED = "messages_decoded"
 
 REASON_EMPTY = "empty"
 REASON_MALFORMED = "malformed"  # truncated, garbage, structurally not NMEA
+REASON_NOT_PRINTABLE = "not_printable"  # a byte outside printable ASCII: NUL, >= 0x80, invalid UTF-8
+REASON_TOO_LONG = "too_long"  # longer than framing.MAX_LINE_BYTES: garbage, never scanned further
 REASON_NOT_AIS = "not_ais"  # a valid-looking NMEA sentence that is not VDM/VDO ($GPGGA ...)
 REASON_BAD_CHECKSUM = "bad_checksum"
 REASON_BAD_TAG_BLOCK = "bad_tag_block"  # tag block with a wrong or missing checksum
 REASON_ORPHAN_FRAGMENT = "orphan_fragment"  # a fragment whose group never completed
+REASON_BAD_PAYLOAD = "bad_payload"  # payload outside the 6-bit alphabet, or an impossible fill-bit count
 REASON_UNDECODABLE = "undecodable"  # checksum fine, but the AIS payload does not decode
 REASON_INVALID_MMSI = "invalid_mmsi"
+# A receive time more than `max_clock_skew_s` ahead of the ingest clock: a receiver's clock is
+# wrong, and newer-wins would let the report pin the vessel's latest state until that time.
+REASON_CLOCK_AHEAD = "clock_ahead"
 # Lines that were used, with something an operator may want to know about.
 WARN_TAG_BLOCK_CHECKSUM = "warnings.tag_block_checksum"  # used anyway unless strict_tag_blocks
 
 REJECT_REASONS = (
     REASON_EMPTY,
     REASON_MALFORMED,
+    REASON_NOT_PRINTABLE,
+    REASON_TOO_LONG,
     REASON_NOT_AIS,
     REASON_BAD_CHECKSUM,
     REASON_BAD_TAG_BLOCK,
     REASON_ORPHAN_FRAGMENT,
+    REASON_BAD_PAYLOAD,
     REASON_UNDECODABLE,
     REASON_INVALID_MMSI,
+    REASON_CLOCK_AHEAD,
 )
 
 # What happened to a report at one sink.

@@ -1,9 +1,10 @@
 """Decoding: a batch of complete messages in, normalized report rows out, sharded by MMSI.
 
 This is the work of one stateless decode task. pyais parses the sentences and decodes the AIS
-payload; Breakwater adds what pyais leaves to its user: checksums as counted rejections,
-receive times from tag blocks or AMSA-style trailers, MMSI validation, not-available values
-as None (`breakwater.normalize`), and the split into one `ReportBatch` per writer shard.
+payload; Breakwater adds what pyais leaves to its user: checksums as counted rejections, the
+payload's 6-bit alphabet and fill bits, receive times from tag blocks or AMSA-style trailers
+(none far ahead of the ingest clock), MMSI validation, not-available values as None
+(`breakwater.normalize`), and the split into one `ReportBatch` per writer shard.
 """
 
 from __future__ import annotations
@@ -31,6 +32,14 @@ from breakwater.reports import (
 
 # A receive time before 1990 or after 2100 is a corrupt field, not a time.
 _MIN_EPOCH_S, _MAX_EPOCH_S = 631_152_000, 4_102_444_800
+# How far a receive time may lie ahead of the ingest clock (seconds). A receive time is when a
+# station heard the report, so it is never later than its ingestion; a few minutes absorb a
+# receiver clock without GPS or NTP and the ingest host's own error. A time further ahead
+# would win newer-wins and pin the vessel's latest state until that time comes.
+DEFAULT_MAX_CLOCK_SKEW_S = 300.0
+# The AIS payload's 6-bit alphabet (ITU-R M.1371-5 table 47): "0" to "W" and "`" to "w".
+_SIXBIT = bytes(range(0x30, 0x58)) + bytes(range(0x60, 0x78))
+_FILL_BITS = (b"0", b"1", b"2", b"3", b"4", b"5")
 
 
 @dataclass(slots=True)
@@ -94,15 +103,47 @@ class _Sentence:
         self.nmea = line
 
 
+def payload_is_valid(nmea: bytes, last_fragment: bool) -> bool:
+    """True when the sentence's payload holds only 6-bit characters and its fill-bit field is
+    one digit 0-5 that fits: zero on every fragment but the last (fill bits pad the end of
+    the whole message), and zero on an empty payload.
+
+    pyais maps any byte to some six bits and reads a fill field it cannot parse as 0, so a
+    corrupt payload whose checksum happens to hold would decode into a wrong report. Non-zero
+    pad bits are not checked: real transmitters send them (107 type 20/21 lines of the bundled
+    AMSA capture) and pyais drops them unread.
+    """
+    star = nmea.rfind(b"*")
+    comma = nmea.rfind(b",", 0, star)
+    payload_start = nmea.rfind(b",", 0, comma) + 1
+    fill = nmea[comma + 1 : star]
+    if fill not in _FILL_BITS or (fill != b"0" and (not last_fragment or comma == payload_start)):
+        return False
+    return not nmea[payload_start:comma].translate(None, _SIXBIT)
+
+
 class BatchDecoder:
     """Decodes `LineBatch`es. One per decode task; it caches parsed tag blocks, which
-    repeat from line to line in a feed (the same receive second, the same station)."""
+    repeat from line to line in a feed (the same receive second, the same station).
 
-    def __init__(self, n_shards: int, *, strict_tag_blocks: bool = False) -> None:
+    The ingest clock a receive time is held against is the batch's `read_ms`, when the
+    reader cut it (with the reader's injected clock): the same batch decodes the same way
+    wherever and however often a task runs it."""
+
+    def __init__(
+        self,
+        n_shards: int,
+        *,
+        strict_tag_blocks: bool = False,
+        max_clock_skew_s: float = DEFAULT_MAX_CLOCK_SKEW_S,
+    ) -> None:
         if n_shards < 1:
             raise ValueError(f"n_shards must be at least 1, got {n_shards}")
+        if not max_clock_skew_s > 0:
+            raise ValueError(f"max_clock_skew_s must be above 0 seconds, got {max_clock_skew_s}")
         self.n_shards = n_shards
         self.strict_tag_blocks = strict_tag_blocks
+        self.max_clock_skew_ms = round(max_clock_skew_s * 1000)
         self._tags: dict[bytes, TagInfo] = {}
 
     def decode(self, batch: LineBatch) -> DecodedBatch:
@@ -151,6 +192,8 @@ class BatchDecoder:
                 return acc.REASON_MALFORMED
             if not sentence.is_valid:
                 return acc.REASON_BAD_CHECKSUM
+            if not payload_is_valid(part.nmea, sentence.frag_num == sentence.frag_cnt):
+                return acc.REASON_BAD_PAYLOAD
             if part.tag is not None:
                 info = self._tag(part.tag)
                 if not info.parsed or (self.strict_tag_blocks and not info.checksum_ok):
@@ -167,6 +210,8 @@ class BatchDecoder:
             sentences.append(sentence)
         if received_ms is None:
             received_ms = read_ms
+        elif received_ms > read_ms + self.max_clock_skew_ms:
+            return acc.REASON_CLOCK_AHEAD
         try:
             joined = AISSentence.assemble_from_iterable(sentences)
             decoded = joined.decode()
@@ -187,4 +232,12 @@ class BatchDecoder:
             return acc.REASON_UNDECODABLE
 
 
-__all__ = ["BatchDecoder", "DecodedBatch", "TagInfo", "epoch_ms", "parse_tag_block"]
+__all__ = [
+    "DEFAULT_MAX_CLOCK_SKEW_S",
+    "BatchDecoder",
+    "DecodedBatch",
+    "TagInfo",
+    "epoch_ms",
+    "parse_tag_block",
+    "payload_is_valid",
+]

@@ -3,7 +3,8 @@
 The reader runs in one process per source, ahead of the decode tasks, so it does only what
 must be done in order: it splits off tag blocks, tells AIS sentences from everything else,
 joins the fragments of multi-sentence messages (also when they fall in different batches,
-and when several channels interleave), and cuts batches by size or by time. Checksums,
+and when several channels interleave), and cuts batches by size or by time. It also turns
+away the bytes no NMEA sentence holds, before anything else looks at the line. Checksums,
 receive times and the AIS payload are left to the decode tasks, which run in parallel.
 
 Every line ends in exactly one place: a message in a batch, a counted rejection, or the
@@ -20,6 +21,19 @@ from dataclasses import dataclass, field
 from breakwater import accounting as acc
 
 AIS_SENTENCE_TYPES = (b"VDM", b"VDO")
+
+# NMEA 0183 sentences and tag blocks are printable ASCII (0x20 to 0x7E). Any other byte means
+# the line was corrupted on its way: a NUL XORs into the checksum as nothing, so only this
+# check, made before the checksum, keeps such a line from decoding into a wrong position.
+# Deleting the allowed bytes' complement and comparing lengths is one C pass (~0.3 us a line).
+_NOT_PRINTABLE = bytes(range(0x20)) + bytes(range(0x7F, 0x100))
+# NMEA 0183 limits a sentence to 82 characters; with a tag block and a receive-time trailer
+# real lines stay far below this (the bundled captures' longest is 116 bytes). A longer line
+# is garbage and is rejected by its length alone, before it is scanned, split or decoded.
+MAX_LINE_BYTES = 1024
+# The fields that name a fragment's group (talker and type, counts, sequence id, channel) lie
+# within this many bytes of the sentence start.
+_GROUP_KEY_BYTES = 40
 
 
 @dataclass(slots=True)
@@ -56,6 +70,32 @@ def _sentence_start(line: bytes) -> int:
     return -1 if end < 0 else end + 1
 
 
+_GroupKey = tuple[bytes, bytes, int]
+
+
+def _group_key(fields: list[bytes], frag_cnt: int) -> _GroupKey:
+    """Sequence id and channel tell interleaved groups apart; talker and type keep an
+    own-ship VDO group apart from a VDM group with the same id."""
+    return (fields[0][-5:], fields[3] + b"," + fields[4], frag_cnt)
+
+
+def _fragment_group_key(line: bytes) -> _GroupKey | None:
+    """The group a line claims to be a fragment of, read from its header fields only; None
+    when it claims no group. Used on lines rejected for their bytes, whose header may still
+    name the group they leave incomplete."""
+    start = _sentence_start(line)
+    if start < 0:
+        return None
+    fields = line[start : start + _GROUP_KEY_BYTES].split(b",", 5)
+    if len(fields) < 5 or fields[1] in (b"", b"1"):
+        return None
+    try:
+        frag_cnt = int(fields[1])
+    except ValueError:
+        return None
+    return _group_key(fields, frag_cnt)
+
+
 class Reader:
     """Frames lines of one source into `LineBatch`es.
 
@@ -86,7 +126,7 @@ class Reader:
         self.clock = clock
         self.counts: Counter[str] = Counter()
         self.rejected_examples: dict[str, bytes] = {}
-        self._groups: dict[tuple[bytes, bytes, int], _Group] = {}
+        self._groups: dict[_GroupKey, _Group] = {}
         self._line_no = 0
         self._seq = 0
         self._batch = self._new_batch()
@@ -103,6 +143,20 @@ class Reader:
     def _reject(self, reason: str, line: bytes, n_lines: int = 1) -> None:
         self.counts[acc.rejected(reason)] += n_lines
         self.rejected_examples.setdefault(reason, line[:200])
+
+    def _orphan_group(self, key: _GroupKey) -> None:
+        """The group under `key` can never complete: its waiting fragments become orphans."""
+        group = self._groups.pop(key, None)
+        if group is not None:
+            self._reject(acc.REASON_ORPHAN_FRAGMENT, group.lines[0], len(group.lines))
+
+    def _reject_corrupt(self, reason: str, line: bytes) -> None:
+        """A line with bytes no sentence holds. If it was a fragment, its group is orphaned at
+        once (and counted), instead of waiting for a fragment that was thrown away."""
+        self._reject(reason, line)
+        key = _fragment_group_key(line)
+        if key is not None:
+            self._orphan_group(key)
 
     def _emit(self, message: bytes, n_lines: int) -> LineBatch | None:
         batch = self._batch
@@ -127,9 +181,15 @@ class Reader:
         """Take one line (with or without its line ending); return a batch when one is full."""
         self._line_no += 1
         self.counts[acc.LINES_READ] += 1
+        if len(raw) > MAX_LINE_BYTES:
+            self._reject_corrupt(acc.REASON_TOO_LONG, raw)
+            return None
         line = raw.strip()
         if not line:
             self._reject(acc.REASON_EMPTY, line)
+            return None
+        if len(line.translate(None, _NOT_PRINTABLE)) != len(line):
+            self._reject_corrupt(acc.REASON_NOT_PRINTABLE, line)
             return None
         start = _sentence_start(line)
         if start < 0:
@@ -157,9 +217,7 @@ class Reader:
         if not 1 <= frag_num <= frag_cnt <= 9:
             self._reject(acc.REASON_MALFORMED, line)
             return None
-        # Sequence id and channel tell interleaved groups apart; talker and type keep
-        # an own-ship VDO group apart from a VDM group with the same id.
-        key = (fields[0][-5:], fields[3] + b"," + fields[4], frag_cnt)
+        key = _group_key(fields, frag_cnt)
         group = self._groups.get(key)
         if frag_num == 1:
             if group is not None:  # a new group started before the old one completed
@@ -168,6 +226,8 @@ class Reader:
             self._expire_groups()
             return None
         if group is None or len(group.lines) != frag_num - 1:
+            if group is not None and frag_num > len(group.lines) + 1:
+                self._orphan_group(key)  # a fragment in between was lost: it cannot complete
             self._reject(acc.REASON_ORPHAN_FRAGMENT, line)
             return None
         group.lines.append(line)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from breakwater import accounting as acc
-from breakwater.framing import LineBatch, Reader
+from breakwater.framing import MAX_LINE_BYTES, LineBatch, Reader
+from tests.conftest import read_lines
 
 # Real sentences from the Kystverket capture: a two-sentence type 5 with tag blocks.
 PART1 = (
@@ -124,9 +129,12 @@ def test_every_reader_rejection_reason_is_counted() -> None:
         b"$BSALR,,006,V,V,general failure*62",  # not AIS
         b"!AIALR,1,2,3*00",  # an AIS talker, not a VDM/VDO sentence
         b"!BSVDM,1,1,,A",  # truncated
-        b"garbage \x00\xff line",
+        b"garbage line",
         b"\\c:1565218798*53 no end of tag block",
         b"!AIVDM,X,1,,A,payload,0*00",  # a fragment count that is not a number
+        b"garbage \x00\xff line",  # bytes outside printable ASCII
+        AMSA_SINGLE[:20] + b"\t" + AMSA_SINGLE[20:],  # a tab inside: only at the ends is it blank
+        AMSA_SINGLE + b"0" * MAX_LINE_BYTES,
     ]
     batches = feed_all(reader, lines)
     assert batches == []
@@ -134,6 +142,8 @@ def test_every_reader_rejection_reason_is_counted() -> None:
     assert c[acc.rejected(acc.REASON_EMPTY)] == 2
     assert c[acc.rejected(acc.REASON_NOT_AIS)] == 3
     assert c[acc.rejected(acc.REASON_MALFORMED)] == 4
+    assert c[acc.rejected(acc.REASON_NOT_PRINTABLE)] == 2
+    assert c[acc.rejected(acc.REASON_TOO_LONG)] == 1
     assert accounted(reader) == len(lines)
 
 
@@ -154,3 +164,60 @@ def test_batches_are_cut_by_time_on_a_live_feed() -> None:
     assert batch is not None and batch.messages == [AMSA_SINGLE]
     assert batch.read_ms == int(clock.now * 1000)
     assert reader.tick() is None  # nothing new to cut
+
+
+@pytest.mark.parametrize(
+    ("bad_part2", "reason"),
+    [
+        (PART2[:-8] + b"\x00" + PART2[-8:], acc.REASON_NOT_PRINTABLE),  # a NUL in the payload's end
+        (PART2[:-8] + b"0" * MAX_LINE_BYTES + PART2[-8:], acc.REASON_TOO_LONG),
+    ],
+)
+def test_a_corrupt_fragment_orphans_its_waiting_group_at_once(bad_part2: bytes, reason: str) -> None:
+    reader = Reader("test")
+    batches = feed_all(reader, [PART1, bad_part2, B_PART1, B_PART2])
+    assert [b.messages for b in batches] == [[B_PART1 + b"\n" + B_PART2]]
+    c = reader.counts
+    assert c[acc.rejected(reason)] == 1
+    assert c[acc.rejected(acc.REASON_ORPHAN_FRAGMENT)] == 1
+    assert reader.rejected_examples[acc.REASON_ORPHAN_FRAGMENT] == PART1
+    assert accounted(reader) == 4
+
+
+def test_a_bad_byte_in_the_group_fields_still_orphans_the_group_when_the_next_fragment_comes() -> None:
+    # A NUL in the channel field hides which group the line belonged to; the group is
+    # orphaned as soon as a later fragment shows that one in between was lost.
+    part1 = b"!AIVDM,3,1,7,A,55NBRl01s2<m<HhsR20ThU>0000000000000000,0*00"
+    part2 = b"!AIVDM,3,2,7,\x00A,0000000000000000000000000000000000000000,0*00"
+    part3 = b"!AIVDM,3,3,7,A,0000000000,2*00"
+    reader = Reader("test")
+    for line in (part1, part2, part3):
+        assert reader.feed(line) is None
+    assert reader.pending_lines == 0  # nothing waits for a fragment that was thrown away
+    c = reader.counts
+    assert c[acc.rejected(acc.REASON_NOT_PRINTABLE)] == 1
+    assert c[acc.rejected(acc.REASON_ORPHAN_FRAGMENT)] == 2
+    assert accounted(reader) == 3
+
+
+def test_a_duplicated_fragment_does_not_orphan_its_group() -> None:
+    part1 = b"!AIVDM,3,1,7,A,55NBRl01s2<m<HhsR20ThU>0000000000000000,0*00"
+    part2 = b"!AIVDM,3,2,7,A,0000000000000000000000000000000000000000,0*00"
+    part3 = b"!AIVDM,3,3,7,A,0000000000,2*00"
+    reader = Reader("test")
+    batches = feed_all(reader, [part1, part2, part2, part3])
+    assert [b.messages for b in batches] == [[b"\n".join([part1, part2, part3])]]
+    assert reader.counts[acc.rejected(acc.REASON_ORPHAN_FRAGMENT)] == 1  # the repeated line only
+    assert accounted(reader) == 4
+
+
+def test_a_100_kb_line_is_rejected_by_its_length_and_the_batch_around_it_is_unchanged(amsa_path: Path) -> None:
+    lines = read_lines(amsa_path)[:3000]
+    huge = b"!AIVDM,1,1,,A," + b"0" * 100_000 + b",0*26"
+    clean = feed_all(Reader("amsa", max_lines=700), lines)
+    reader = Reader("amsa", max_lines=700)
+    with_huge = feed_all(reader, [*lines[:1500], huge, *lines[1500:]])
+    assert [b.messages for b in with_huge] == [b.messages for b in clean]
+    assert reader.counts[acc.rejected(acc.REASON_TOO_LONG)] == 1
+    assert len(reader.rejected_examples[acc.REASON_TOO_LONG]) == 200  # an example, not the line
+    assert accounted(reader) == len(lines) + 1
