@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from pyais.encode import encode_dict
 
 from breakwater import accounting as acc
 from breakwater.decode import BatchDecoder, DecodedBatch, epoch_ms, parse_tag_block
-from breakwater.framing import LineBatch
+from breakwater.framing import LineBatch, Reader
 from breakwater.models import OtherMessage, PositionReport, StaticReport
-from breakwater.reports import shard_of
+from breakwater.reports import newest_per_vessel, shard_of
 
 READ_MS = 1_800_000_000_000
 CLASS_A = b"\\c:1565218798*53\\!BSVDM,1,1,,A,33mkDd1000QbddT`LhTnCiKh0Dfr,0*68"
@@ -276,3 +277,116 @@ def test_shards_are_balanced_on_a_real_capture(amsa_path) -> None:  # type: igno
     assert batch is not None
     sizes = [len(s) for s in BatchDecoder(2).decode(batch).shards]
     assert all(0.4 < n / sum(sizes) < 0.6 for n in sizes), sizes
+
+
+def sentence(body: bytes) -> bytes:
+    """`!<body>*hh` with its checksum computed: the corruption in it is one no checksum sees."""
+    return b"!" + body + b"*%02X" % _xor(body)
+
+
+AMSA_BODY = b"AIVDM,1,1,,A,17P@<J?P00blFWmjG@5a5?v62<10,0"  # TRAILER's sentence
+
+
+@pytest.mark.parametrize("char", [b"X", b"^", b"_", b"x", b"~", b"!", b" ", b"\\"])
+def test_a_payload_character_outside_the_6_bit_alphabet_is_rejected(char: bytes) -> None:
+    # pyais turns any byte into six bits: "X" decoded as if it were "P", "x" as "h", ...
+    line = sentence(AMSA_BODY.replace(b"blF", b"b" + char + b"F"))
+    decoded = decode(line, CLASS_A)
+    assert decoded.counts[acc.rejected(acc.REASON_BAD_PAYLOAD)] == 1
+    assert decoded.counts[acc.MESSAGES_DECODED] == 1
+    assert decoded.rejected_examples[acc.REASON_BAD_PAYLOAD] == line
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        sentence(AMSA_BODY[:-1] + b"X"),  # pyais reads a fill field it cannot parse as 0
+        sentence(AMSA_BODY[:-1] + b"05"),
+        sentence(AMSA_BODY[:-1]),  # no fill field at all
+        sentence(b"AIVDM,1,1,,A,,2"),  # fill bits without a payload to pad
+    ],
+)
+def test_fill_bits_that_cannot_be_are_rejected(line: bytes) -> None:
+    decoded = decode(line)
+    assert decoded.counts == Counter({acc.rejected(acc.REASON_BAD_PAYLOAD): 1})
+
+
+def test_fill_bits_before_the_last_fragment_reject_the_whole_message() -> None:
+    first, second = MULTI.split(b"\n")
+    tag, _, body = first[1:].partition(b"\\!")
+    first = b"\\" + tag + b"\\" + sentence(body.rpartition(b"*")[0][:-1] + b"2")
+    assert decode(first + b"\n" + second).counts == Counter({acc.rejected(acc.REASON_BAD_PAYLOAD): 2})
+
+
+def test_pad_bits_that_are_not_zero_are_kept_as_real_transmitters_send_them() -> None:
+    # Types 20 and 21 from the AMSA capture, with non-zero pad bits (107 such lines there).
+    type_20 = b"!BSVDO,1,1,,A,D04k0kP<QNfp000000000000001,2*1B"
+    type_21 = b"!AIVDM,1,1,,B,E>lsouHpqP000000000000000004cRn9tKBU`10888QJ`gwwh1,4*10"
+    decoded = decode(type_20, type_21)
+    assert decoded.counts[acc.MESSAGES_DECODED] == 2
+    assert [row[3] for row in decoded.shards[0].others] == [20, 21]
+
+
+# The ingest clock of the receive-time tests: 2026-11-29T16:00:00Z, injected into the reader,
+# which stamps it on the batch (`read_ms`) that the decoder holds receive times against.
+NOW_S = 1_795_968_000
+CLASS_A_SENTENCE = CLASS_A.split(b"\\")[-1]
+
+
+def tagged(c: int, nmea: bytes = CLASS_A_SENTENCE) -> bytes:
+    tag = b"c:%d" % c
+    return b"\\" + tag + b"*%02X" % _xor(tag) + b"\\" + nmea
+
+
+def read_and_decode(lines: list[bytes], **decoder: Any) -> DecodedBatch:
+    reader = Reader("feed", clock=lambda: float(NOW_S))
+    for line in lines:
+        assert reader.feed(line) is None
+    batch = reader.close()
+    assert batch is not None and batch.read_ms == NOW_S * 1000
+    return BatchDecoder(1, **decoder).decode(batch)
+
+
+def test_one_bad_clock_does_not_pin_a_vessel() -> None:
+    """Issue 10: a tag block with `c:2334337317` (2043) became the vessel's latest state, and
+    every later genuine report was ignored as older."""
+    decoded = read_and_decode([tagged(NOW_S - 120), tagged(2_334_337_317), tagged(NOW_S - 60)])
+    assert decoded.counts[acc.rejected(acc.REASON_CLOCK_AHEAD)] == 1
+    assert decoded.rejected_examples[acc.REASON_CLOCK_AHEAD] == tagged(2_334_337_317)
+    positions = decoded.shards[0].positions
+    assert [row[1] for row in positions] == [(NOW_S - 120) * 1000, (NOW_S - 60) * 1000]
+    (latest,) = newest_per_vessel(positions)
+    assert (latest[0], latest[1]) == (257742000, (NOW_S - 60) * 1000)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        tagged(2_334_337_317_000),  # the same time in milliseconds
+        tagged(NOW_S + 301),
+        TRAILER.rsplit(b",", 1)[0] + b",%d" % (NOW_S + 3600),  # an AMSA-style trailer
+    ],
+)
+def test_a_receive_time_ahead_of_the_ingest_clock_is_rejected(line: bytes) -> None:
+    decoded = read_and_decode([line, tagged(NOW_S - 1)])
+    assert decoded.counts[acc.rejected(acc.REASON_CLOCK_AHEAD)] == 1
+    assert decoded.counts[acc.MESSAGES_DECODED] == 1
+
+
+def test_the_allowed_clock_skew_is_a_setting() -> None:
+    at_limit, beyond = tagged(NOW_S + 300), tagged(NOW_S + 301)
+    default = read_and_decode([at_limit, beyond])
+    assert (default.counts[acc.MESSAGES_DECODED], default.counts[acc.rejected(acc.REASON_CLOCK_AHEAD)]) == (1, 1)
+    wider = read_and_decode([at_limit, beyond], max_clock_skew_s=3600.0)
+    assert (wider.counts[acc.MESSAGES_DECODED], wider.counts[acc.rejected(acc.REASON_CLOCK_AHEAD)]) == (2, 0)
+    with pytest.raises(ValueError, match="max_clock_skew_s must be above 0 seconds, got 0"):
+        BatchDecoder(1, max_clock_skew_s=0)
+
+
+def test_a_clock_ahead_on_a_first_fragment_rejects_every_line_of_its_message() -> None:
+    first, second = MULTI.split(b"\n")
+    tag = b"g:1-2-9999,c:%d" % (NOW_S + 3600)
+    ahead = first.replace(b"g:1-2-9999,c:1565218798*53", tag + b"*%02X" % _xor(tag))
+    decoded = read_and_decode([ahead, second])
+    assert decoded.counts[acc.rejected(acc.REASON_CLOCK_AHEAD)] == 2
+    assert decoded.counts[acc.LINES_DECODED] == 0
