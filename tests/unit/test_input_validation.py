@@ -22,9 +22,17 @@ from typing import Any
 import pytest
 
 from breakwater import accounting as acc
+from breakwater.breaker import BreakerConfig, CircuitBreaker
+from breakwater.config import load_settings
+from breakwater.dead_letters import DeadLetterConfig, DeadLetterQueue
 from breakwater.decode import BatchDecoder
+from breakwater.errors import ConfigError
 from breakwater.framing import Reader
+from breakwater.gate import SinkGate
+from breakwater.pipeline import Ingest, ReaderOptions
+from breakwater.writer import ShardWriter
 from tests.conftest import read_lines
+from tests.unit.fakes import InProcessCluster, ListSource, MemorySink
 
 # The ingest clock of every run here: 2026-11-29T16:00:00Z, injected into the reader, whose
 # batches carry it (`read_ms`) to the decoder. The AMSA capture's receive times are of 2012.
@@ -161,3 +169,48 @@ def test_a_corrupt_fragment_rejects_its_whole_group_with_a_count(kystverket_path
     assert counts[acc.LINES_PENDING] == 0
     assert counts[acc.MESSAGES_DECODED] == clean_counts[acc.MESSAGES_DECODED] - 100
     assert Counter(map(tuple, rows)) <= Counter(map(tuple, clean_rows))
+
+
+def tagged(c: int, nmea: bytes) -> bytes:
+    tag = b"c:%d" % c
+    return b"\\" + tag + b"*%02X" % reduce(xor, tag, 0) + b"\\" + nmea
+
+
+def test_the_job_summary_counts_and_shows_each_new_reason(tmp_path: Path, amsa_path: Path) -> None:
+    queue = DeadLetterQueue(DeadLetterConfig(path=tmp_path / "dlq.sqlite3"))
+    db = MemorySink("db")
+    writers = [ShardWriter([db], {"db": SinkGate(CircuitBreaker("db", BreakerConfig()))}, queue, job_id="job")]
+    lines = read_lines(amsa_path)[:2000]
+    body = b"AIVDM,1,1,,A,17P@<J?P00blFWmjG@5a5?v62<10,0"
+    corrupt = [
+        lines[2][:20] + b"\x00" + lines[2][20:],
+        b"!AIVDM,1,1,,A," + b"0" * 100_000 + b",0*26",
+        b"!" + body.replace(b"blF", b"bXF") + b"*%02X" % reduce(xor, body.replace(b"blF", b"bXF"), 0),
+        tagged(2_334_337_317, b"!BSVDM,1,1,,A,33mkDd1000QbddT`LhTnCiKh0Dfr,0*68"),  # the year 2043
+    ]
+    loop = Ingest(InProcessCluster(writers, queue, "job"), job_id="job", reader=ReaderOptions(max_lines=300))
+    summary = loop.run([ListSource("feed", [*lines[:1000], *corrupt, *lines[1000:]])])
+    clean = Ingest(InProcessCluster(writers, queue, "job"), job_id="clean", reader=ReaderOptions(max_lines=300)).run(
+        [ListSource("feed", lines)]
+    )
+
+    assert summary.ok and summary.errors == []
+    new = {"not_printable": 1, "too_long": 1, "bad_payload": 1, "clock_ahead": 1}
+    assert summary.as_dict()["rejected"] == {**clean.as_dict()["rejected"], **new}
+    assert summary.as_dict()["messages_decoded"] == clean.as_dict()["messages_decoded"]
+    text = summary.render().splitlines()
+    assert "      not_printable:   " + lines[2][:20].decode() + "\\x00" + lines[2][20:].decode() in text
+    assert "      too_long:        !AIVDM,1,1,,A," + "0" * 60 + "..." in text  # cut at 100
+    assert "      bad_payload:     !AIVDM,1,1,,A,17P@<J?P00bXFWmjG@5a5?v62<10,0*13" in text
+    assert "      clock_ahead:     \\c:2334337317*5D\\!BSVDM,1,1,,A,33mkDd1000QbddT`LhTnCiKh0Dfr,0*68" in text
+    assert all(row[1] < 2_000_000_000_000 for row in db.rows.values())  # nothing from 2043 was stored
+
+
+def test_the_clock_skew_is_a_setting_above_zero_seconds() -> None:
+    assert load_settings().max_clock_skew_s == 300.0
+    assert load_settings({"max_clock_skew_s": "30"}).max_clock_skew_s == 30.0
+    with pytest.raises(ConfigError) as error:
+        load_settings({"max_clock_skew_s": 0})
+    assert (
+        str(error.value) == "BREAKWATER_MAX_CLOCK_SKEW_S (--max-clock-skew-s): Input should be greater than 0 (got '0')"
+    )
