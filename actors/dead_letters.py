@@ -10,6 +10,7 @@ from actors.periodic import Every
 from breakwater.accounting import DeadLetterTally
 from breakwater.admin import journal_guard
 from breakwater.dead_letters import DeadLetter, DeadLetterConfig, DeadLetterQueue, EnqueueResult, Failure
+from breakwater.deployment import Deployment
 from breakwater.journal import Snapshots
 from breakwater.metrics import MetricsBuffer
 from breakwater.retry import RetryPolicy
@@ -25,8 +26,10 @@ class DeadLetterActor:
         policy: RetryPolicy,
         metrics: Any,
         publish_interval_s: float,
+        deployment: Deployment,
     ) -> None:
-        self.queue = DeadLetterQueue(config, policy)
+        self.deployment = deployment
+        self.queue = DeadLetterQueue(config, policy, destination=deployment.fingerprint)
         self.snapshots = Snapshots(config.path)
         self.metrics = metrics
         self.lock = threading.Lock()
@@ -35,6 +38,11 @@ class DeadLetterActor:
 
     def path(self) -> str:
         return str(self.queue.config.path)
+
+    def serves(self) -> Deployment:
+        """The deployment whose records this queue holds: a job, the CLI or the retry job with
+        other stores must not use it (actors.handles.Services checks)."""
+        return self.deployment
 
     def configure(self, config: DeadLetterConfig, policy: RetryPolicy) -> None:
         """Limits, retention and retry policy of a newer job; the journal stays where it is."""

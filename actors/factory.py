@@ -26,6 +26,7 @@ from actors.metrics import MetricsActor
 from actors.scheduler import RetrySchedulerActor
 from actors.writer import WriterActor
 from breakwater.config import Settings
+from breakwater.deployment import Deployment
 
 HEAD_NODE = {"node:__internal_head__": 0.001}
 DEAD_LETTERS = "dead-letters"
@@ -63,7 +64,7 @@ def metrics_actor(settings: Settings) -> Any:
 
 def dead_letter_actor(settings: Settings, metrics: Any) -> Any:
     return _singleton(DeadLetterActor, DEAD_LETTERS, settings, resources=HEAD_NODE).remote(
-        settings.dlq, settings.retry, metrics, settings.metrics_push_interval_s
+        settings.dlq, settings.retry, metrics, settings.metrics_push_interval_s, Deployment.of(settings)
     )
 
 

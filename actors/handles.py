@@ -21,6 +21,7 @@ from breakwater import accounting as acc
 from breakwater.breaker import BreakerView, CallOutcome
 from breakwater.config import Settings
 from breakwater.dead_letters import DeadLetter, EnqueueResult, Failure
+from breakwater.deployment import Deployment
 from breakwater.errors import BreakwaterError, ClusterTimeout, ConfigError, NotRunningError
 from breakwater.framing import LineBatch
 from breakwater.metrics import MetricDelta
@@ -134,6 +135,19 @@ class MetricsHandle(_ActorHandle):
         return self._get(self.actor.endpoint.remote())  # type: ignore[no-any-return]
 
 
+def check_same_deployment(settings: Settings, serves: Deployment) -> None:
+    """Refuse, naming the difference, to use actors that serve other stores than `settings`:
+    their queue would write this deployment's records there, or theirs here."""
+    here = Deployment.of(settings)
+    differences = here.differences(serves)
+    if differences:
+        raise ConfigError(
+            "BREAKWATER_NAMESPACE (--namespace)",
+            f"the Breakwater actors in namespace {settings.namespace!r} serve deployment {serves.name!r} "
+            f"with other stores ({'; '.join(differences)}): use its settings, or another namespace",
+        )
+
+
 @dataclass
 class Services:
     """The cluster's named singletons, created on first use and found by name afterwards."""
@@ -155,7 +169,9 @@ class Services:
         services = cls(settings, metrics, dead_letters, breakers)
         if settings.scheduler if scheduler is None else scheduler:
             services.scheduler = factory.scheduler_actor(settings, breakers, dead_letters, metrics)
-        endpoint, journal = call([metrics.actor.endpoint.remote(), dead_letters.actor.path.remote()], t, "start-up")
+        refs = [metrics.actor.endpoint.remote(), dead_letters.actor.path.remote(), dead_letters.actor.serves.remote()]
+        endpoint, journal, serves = call(refs, t, "start-up")
+        check_same_deployment(settings, serves)
         if settings.metrics_port is not None and endpoint.get("error"):
             raise ConfigError("BREAKWATER_METRICS_PORT (--metrics-port)", endpoint["error"])
         if journal != str(settings.dlq.path):
@@ -180,6 +196,7 @@ class Services:
         if dlq is None or metrics is None:
             raise NotRunningError(f"no Breakwater actors in namespace {ns!r} on this Ray cluster")
         t = settings.ray_timeout_s
+        check_same_deployment(settings, call(dlq.serves.remote(), t, "the dead-letters actor"))
         breakers = {}
         for sink in ("db", "redis"):
             actor = factory.find(factory.breaker_name(sink), ns)

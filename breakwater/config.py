@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from breakwater.breaker import BreakerConfig
@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     redis_timeout_s: float = Field(1.0, gt=0, description="connect and reply timeout of every Redis call")
 
     namespace: str = Field("breakwater", min_length=1, description="Ray namespace of the named actors")
+    deployment: str | None = Field(
+        None, min_length=1, description="this deployment's name (default: the namespace); see breakwater.deployment"
+    )
     ray_address: str | None = Field(
         None, description="the deployment's Ray cluster (host:port) for jobs and operations; RAY_ADDRESS wins"
     )
@@ -113,6 +116,21 @@ class Settings(BaseSettings):
         if not _PREFIX_PATTERN.match(value) or "{" in value or "}" in value:
             raise ValueError(f"{value!r} may hold only letters, digits and _ . : -")
         return value
+
+    @model_validator(mode="after")
+    def _journal_per_deployment(self) -> Settings:
+        """Unless a journal is named, each deployment journals under its own folder: two on
+        one machine (same OS user) never share dead letters or breaker states."""
+        if "path" in self.dlq.model_fields_set:
+            return self
+        from breakwater.dead_letters import default_journal_path
+        from breakwater.deployment import Deployment
+
+        default = default_journal_path()
+        path = default.parent / Deployment.of(self).slug / default.name
+        # Settings are frozen once built; this is still building them.
+        object.__setattr__(self, "dlq", self.dlq.model_copy(update={"path": path}))
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -122,6 +122,7 @@ class DeadLetterStats:
     by_error: dict[str, int] = field(default_factory=dict)
     dead_expiring_soon: int = 0
     full: bool = False
+    other_deployments: int = 0  # records in the same journal that belong to other deployments
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -193,7 +194,12 @@ class DeadLetterQueue:
         *,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        destination: str = "",
     ) -> None:
+        """`destination` is the fingerprint of the deployment's stores (breakwater.deployment):
+        this queue journals, counts and hands out only that deployment's records, whoever else
+        shares the file. "" is a queue bound to no deployment (tests, old journals)."""
+        self.destination = destination
         self.config = config or DeadLetterConfig()
         self.policy = policy or RetryPolicy()
         self.clock = clock
@@ -243,9 +249,10 @@ class DeadLetterQueue:
                         inserted_bytes += size
             if inserted:
                 self.db.execute(
-                    "INSERT INTO dead_letter_totals VALUES (?,?,?,?,?) ON CONFLICT (sink, status, last_error) "
+                    "INSERT INTO dead_letter_totals VALUES (?,?,?,?,?,?) "
+                    "ON CONFLICT (destination, sink, status, last_error) "
                     "DO UPDATE SET records = records + excluded.records, bytes = bytes + excluded.bytes",
-                    (sink, common.status, failure.error, inserted, inserted_bytes),
+                    (self.destination, sink, common.status, failure.error, inserted, inserted_bytes),
                 )
         return EnqueueResult(accepted, duplicates, self.is_full())
 
@@ -254,11 +261,12 @@ class DeadLetterQueue:
         journaled it already, None when it was already waiting from another batch."""
         encoded = json.dumps(row)
         cur = self.db.execute(
-            "INSERT INTO dead_letters (sink, kind, record_key, row, source, job_id, batch_id, status, "
-            "attempts, history, last_error, first_failed_at, last_failed_at, next_retry_at, dead_at, "
-            "dead_reason, read_ms, size_bytes) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-            "ON CONFLICT (sink, kind, record_key) DO NOTHING",
+            "INSERT INTO dead_letters (destination, sink, kind, record_key, row, source, job_id, batch_id, "
+            "status, attempts, history, last_error, first_failed_at, last_failed_at, next_retry_at, dead_at, "
+            "dead_reason, read_ms, size_bytes) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT DO NOTHING",
             (
+                self.destination,
                 c.sink,
                 kind,
                 key,
@@ -282,7 +290,8 @@ class DeadLetterQueue:
         if cur.rowcount:
             return len(encoded)
         found = self.db.execute(
-            "SELECT batch_id FROM dead_letters WHERE sink=? AND kind=? AND record_key=?", (c.sink, kind, key)
+            "SELECT batch_id FROM dead_letters WHERE destination=? AND sink=? AND kind=? AND record_key=?",
+            (self.destination, c.sink, kind, key),
         ).fetchone()
         return 0 if found and found[0] == c.batch_id else None  # the same delivery again: journaled already
 
@@ -292,9 +301,9 @@ class DeadLetterQueue:
         """Waiting records of `sink` whose retry time has come (all of them with `force`)."""
         horizon = float("inf") if force else self.clock()
         cur = self.db.execute(
-            f"SELECT {_COLUMNS} FROM dead_letters WHERE status=? AND sink=? AND next_retry_at<=? "
-            "ORDER BY next_retry_at, id LIMIT ?",
-            (WAITING, sink, horizon, limit),
+            f"SELECT {_COLUMNS} FROM dead_letters WHERE destination=? AND status=? AND sink=? "
+            "AND next_retry_at<=? ORDER BY next_retry_at, id LIMIT ?",
+            (self.destination, WAITING, sink, horizon, limit),
         )
         return [self._letter(r) for r in cur.fetchall()]
 
@@ -302,7 +311,8 @@ class DeadLetterQueue:
         return [
             r[0]
             for r in self.db.execute(
-                "SELECT DISTINCT sink FROM dead_letter_totals WHERE status=? AND records > 0", (WAITING,)
+                "SELECT DISTINCT sink FROM dead_letter_totals WHERE destination=? AND status=? AND records > 0",
+                (self.destination, WAITING),
             )
         ]
 
@@ -375,7 +385,9 @@ class DeadLetterQueue:
         """From the running totals and two index look-ups: no scan of the queue."""
         stats = DeadLetterStats()
         for sink, status, error, n, size in self.db.execute(
-            "SELECT sink, status, last_error, records, bytes FROM dead_letter_totals WHERE records > 0"
+            "SELECT sink, status, last_error, records, bytes FROM dead_letter_totals "
+            "WHERE destination=? AND records > 0",
+            (self.destination,),
         ):
             counts = stats.by_sink.setdefault(sink, {WAITING: 0, DEAD: 0})
             counts[status] = counts.get(status, 0) + n
@@ -386,22 +398,29 @@ class DeadLetterQueue:
             else:
                 stats.dead += n
         (stats.oldest_failed_at,) = self.db.execute(
-            "SELECT MIN(first_failed_at) FROM dead_letters WHERE status=?", (WAITING,)
+            "SELECT MIN(first_failed_at) FROM dead_letters WHERE destination=? AND status=?",
+            (self.destination, WAITING),
         ).fetchone()
+        (others,) = self.db.execute(
+            "SELECT COALESCE(SUM(records), 0) FROM dead_letter_totals WHERE destination!=? AND records > 0",
+            (self.destination,),
+        ).fetchone()
+        stats.other_deployments = int(others)
         stats.dead_expiring_soon = self._dead_expiring_within(self.config.retention_warning_s)
         stats.full = stats.waiting >= self.config.max_records or stats.waiting_bytes >= self.config.max_bytes
         return stats
 
     def _waiting_totals(self) -> tuple[int, int]:
         records, size = self.db.execute(
-            "SELECT COALESCE(SUM(records), 0), COALESCE(SUM(bytes), 0) FROM dead_letter_totals WHERE status=?",
-            (WAITING,),
+            "SELECT COALESCE(SUM(records), 0), COALESCE(SUM(bytes), 0) FROM dead_letter_totals "
+            "WHERE destination=? AND status=?",
+            (self.destination, WAITING),
         ).fetchone()
         return int(records), int(size)
 
     def peek(self, n: int, *, sink: str | None = None, status: str = WAITING) -> list[DeadLetter]:
-        sql = f"SELECT {_COLUMNS} FROM dead_letters WHERE status=?"
-        args: list[Any] = [status]
+        sql = f"SELECT {_COLUMNS} FROM dead_letters WHERE destination=? AND status=?"
+        args: list[Any] = [self.destination, status]
         if sink:
             sql += " AND sink=?"
             args.append(sink)
@@ -435,7 +454,10 @@ class DeadLetterQueue:
             return 0
         cutoff = self.clock() - self.config.dead_retention_s
         with self._transaction():
-            cur = self.db.execute("DELETE FROM dead_letters WHERE status=? AND dead_at<?", (DEAD, cutoff))
+            cur = self.db.execute(
+                "DELETE FROM dead_letters WHERE destination=? AND status=? AND dead_at<?",
+                (self.destination, DEAD, cutoff),
+            )
         if cur.rowcount:
             log.warning("purged %d dead letters older than the retention", cur.rowcount)
         return cur.rowcount
@@ -469,11 +491,14 @@ class DeadLetterQueue:
             return 0
         cutoff = self.clock() + horizon_s - self.config.dead_retention_s
         (n,) = self.db.execute(
-            "SELECT COUNT(*) FROM dead_letters WHERE status=? AND dead_at<?", (DEAD, cutoff)
+            "SELECT COUNT(*) FROM dead_letters WHERE destination=? AND status=? AND dead_at<?",
+            (self.destination, DEAD, cutoff),
         ).fetchone()
         return int(n)
 
     def _update(self, sql: str, args: list[Any], sink: str | None) -> int:
+        sql += " AND destination=?"
+        args = [*args, self.destination]
         if sink:
             sql += " AND sink=?"
             args = [*args, sink]

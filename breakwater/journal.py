@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-SCHEMA = """
+TABLES = """
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
+    destination TEXT NOT NULL DEFAULT '',
     sink TEXT NOT NULL,
     kind TEXT NOT NULL,
     record_key TEXT NOT NULL,
@@ -34,11 +35,8 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     dead_at REAL,
     dead_reason TEXT,
     read_ms INTEGER NOT NULL,
-    size_bytes INTEGER NOT NULL,
-    UNIQUE (sink, kind, record_key)
+    size_bytes INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS dead_letters_due ON dead_letters (status, sink, next_retry_at);
-CREATE INDEX IF NOT EXISTS dead_letters_job ON dead_letters (job_id, sink, status);
 CREATE TABLE IF NOT EXISTS retry_outcomes (
     job_id TEXT NOT NULL,
     sink TEXT NOT NULL,
@@ -46,34 +44,20 @@ CREATE TABLE IF NOT EXISTS retry_outcomes (
     duplicates INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (job_id, sink)
 );
-CREATE INDEX IF NOT EXISTS dead_letters_age ON dead_letters (status, first_failed_at);
-CREATE INDEX IF NOT EXISTS dead_letters_died ON dead_letters (status, dead_at);
 -- Running totals of the queue, kept in the same transaction as the rows, so its size, bytes
 -- and counts per sink and error cost the same at a thousand records and at a million: nothing
 -- that runs per enqueue or per metrics tick scans dead_letters. An enqueue adds its batch
 -- with one statement (DeadLetterQueue.enqueue: a trigger per row halved its speed); deletes
 -- and moves, rarer and done in bulk by drains and operators, are counted by triggers.
 CREATE TABLE IF NOT EXISTS dead_letter_totals (
+    destination TEXT NOT NULL,
     sink TEXT NOT NULL,
     status TEXT NOT NULL,
     last_error TEXT NOT NULL,
     records INTEGER NOT NULL,
     bytes INTEGER NOT NULL,
-    PRIMARY KEY (sink, status, last_error)
+    PRIMARY KEY (destination, sink, status, last_error)
 );
-DROP TRIGGER IF EXISTS dead_letters_counted_in;
-CREATE TRIGGER IF NOT EXISTS dead_letters_counted_out AFTER DELETE ON dead_letters BEGIN
-    UPDATE dead_letter_totals SET records = records - 1, bytes = bytes - OLD.size_bytes
-    WHERE sink = OLD.sink AND status = OLD.status AND last_error = OLD.last_error;
-END;
-CREATE TRIGGER IF NOT EXISTS dead_letters_counted_moved AFTER UPDATE OF status, last_error ON dead_letters
-WHEN OLD.status IS NOT NEW.status OR OLD.last_error IS NOT NEW.last_error BEGIN
-    UPDATE dead_letter_totals SET records = records - 1, bytes = bytes - OLD.size_bytes
-    WHERE sink = OLD.sink AND status = OLD.status AND last_error = OLD.last_error;
-    INSERT INTO dead_letter_totals VALUES (NEW.sink, NEW.status, NEW.last_error, 1, NEW.size_bytes)
-    ON CONFLICT (sink, status, last_error) DO UPDATE
-    SET records = records + 1, bytes = bytes + excluded.bytes;
-END;
 CREATE TABLE IF NOT EXISTS snapshots (
     kind TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -81,6 +65,30 @@ CREATE TABLE IF NOT EXISTS snapshots (
     saved_at REAL NOT NULL,
     PRIMARY KEY (kind, name)
 );
+"""
+
+# A record's identity is its destination (the deployment's stores: breakwater.deployment),
+# its sink, kind and report key: the same report failing in two deployments is two records.
+INDEXES = """
+CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_identity ON dead_letters (destination, sink, kind, record_key);
+CREATE INDEX IF NOT EXISTS dead_letters_due ON dead_letters (destination, status, sink, next_retry_at);
+CREATE INDEX IF NOT EXISTS dead_letters_job ON dead_letters (job_id, sink, status);
+CREATE INDEX IF NOT EXISTS dead_letters_age ON dead_letters (destination, status, first_failed_at);
+CREATE INDEX IF NOT EXISTS dead_letters_died ON dead_letters (destination, status, dead_at);
+CREATE TRIGGER IF NOT EXISTS dead_letters_counted_out AFTER DELETE ON dead_letters BEGIN
+    UPDATE dead_letter_totals SET records = records - 1, bytes = bytes - OLD.size_bytes
+    WHERE destination = OLD.destination AND sink = OLD.sink AND status = OLD.status
+      AND last_error = OLD.last_error;
+END;
+CREATE TRIGGER IF NOT EXISTS dead_letters_counted_moved AFTER UPDATE OF status, last_error ON dead_letters
+WHEN OLD.status IS NOT NEW.status OR OLD.last_error IS NOT NEW.last_error BEGIN
+    UPDATE dead_letter_totals SET records = records - 1, bytes = bytes - OLD.size_bytes
+    WHERE destination = OLD.destination AND sink = OLD.sink AND status = OLD.status
+      AND last_error = OLD.last_error;
+    INSERT INTO dead_letter_totals VALUES (NEW.destination, NEW.sink, NEW.status, NEW.last_error, 1, NEW.size_bytes)
+    ON CONFLICT (destination, sink, status, last_error) DO UPDATE
+    SET records = records + 1, bytes = bytes + excluded.bytes;
+END;
 """
 
 
@@ -92,9 +100,21 @@ def open_journal(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
-    conn.executescript(SCHEMA)
+    conn.executescript(TABLES)
+    _add_destinations(conn)
+    conn.executescript(INDEXES)
     _count_records_journaled_before_totals(conn)
     return conn
+
+
+def _add_destinations(conn: sqlite3.Connection) -> None:
+    """A journal from before deployments had destinations: its records get '' (unbound), which
+    only a queue opened without a deployment drains. Its old UNIQUE (sink, kind, record_key)
+    stays: such a journal keeps refusing the same report for a second deployment."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(dead_letters)")}
+    if "destination" not in columns:
+        with Transaction(conn):
+            conn.execute("ALTER TABLE dead_letters ADD COLUMN destination TEXT NOT NULL DEFAULT ''")
 
 
 def _count_records_journaled_before_totals(conn: sqlite3.Connection) -> None:
@@ -105,8 +125,8 @@ def _count_records_journaled_before_totals(conn: sqlite3.Connection) -> None:
         if conn.execute("SELECT 1 FROM dead_letter_totals LIMIT 1").fetchone() is not None:
             return
         conn.execute(
-            "INSERT INTO dead_letter_totals SELECT sink, status, last_error, COUNT(*), SUM(size_bytes) "
-            "FROM dead_letters GROUP BY sink, status, last_error"
+            "INSERT INTO dead_letter_totals SELECT destination, sink, status, last_error, COUNT(*), "
+            "SUM(size_bytes) FROM dead_letters GROUP BY destination, sink, status, last_error"
         )
 
 

@@ -16,7 +16,8 @@ from typing import Any, Protocol
 from breakwater.admin import journal_guard
 from breakwater.breaker import BreakerState, CircuitBreaker, JournaledBreaker
 from breakwater.config import Settings
-from breakwater.dead_letters import DEAD, WAITING, DeadLetterQueue
+from breakwater.dead_letters import DEAD, WAITING
+from breakwater.deployment import deployment_queue
 from breakwater.drain import Drain
 from breakwater.gate import gates_for
 from breakwater.journal import Snapshots
@@ -52,7 +53,7 @@ class LocalOperations:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.queue = DeadLetterQueue(settings.dlq, settings.retry)
+        self.queue = deployment_queue(settings)
         self.snapshots = Snapshots(settings.dlq.path)
 
     def close(self) -> None:

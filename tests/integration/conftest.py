@@ -48,7 +48,7 @@ class Job:
     ) -> None:
         self.tmp_path = tmp_path
         self.namespace = f"test-{uuid.uuid4().hex[:8]}"
-        self.dlq_path = tmp_path / "dead-letters.sqlite3"
+        self.dlq_path: Path | None = tmp_path / "dead-letters.sqlite3"  # None: the per-deployment default
         self.database_url = database_url
         self.redis_url = redis_url
         self.redis_prefix = redis_prefix
@@ -56,10 +56,9 @@ class Job:
 
     def settings_args(self, *extra: str) -> list[str]:
         args = [
+            *self._journal_flags(),
             "--database-url",
             self.database_url,
-            "--dlq-path",
-            str(self.dlq_path),
             "--namespace",
             self.namespace,
             "--metrics-port",
@@ -73,11 +72,14 @@ class Job:
 
     def cli_flags(self) -> list[str]:
         """The `breakwater` command's flags that reach this job's stores and cluster."""
-        flags = ["--database-url", self.database_url, "--dlq-path", str(self.dlq_path)]
+        flags = ["--database-url", self.database_url, *self._journal_flags()]
         flags += ["--namespace", self.namespace, "--address", cluster_address()]
         if self.redis_url:
             flags += ["--redis-url", self.redis_url, "--redis-prefix", self.redis_prefix or ""]
         return flags
+
+    def _journal_flags(self) -> list[str]:
+        return [] if self.dlq_path is None else ["--dlq-path", str(self.dlq_path)]
 
     def ingest(self, *sources: Path | str, extra: tuple[str, ...] = (), expect: int = 0) -> dict[str, Any]:
         from jobs.ingest import main
@@ -99,12 +101,19 @@ class Job:
         overrides: dict[str, Any] = {
             "database_url": self.database_url,
             "namespace": self.namespace,
-            "dlq": {"path": self.dlq_path},
             "ray_address": cluster_address(),
         }
+        if self.dlq_path is not None:
+            overrides["dlq"] = {"path": self.dlq_path}
         if self.redis_url:
             overrides.update(redis_url=self.redis_url, redis_prefix=self.redis_prefix or "")
         return load_settings(overrides)
+
+    def queue(self) -> Any:
+        """This job's dead-letter queue, as its deployment sees it."""
+        from breakwater.deployment import deployment_queue
+
+        return deployment_queue(self.settings())
 
     def client(self) -> Any:
         from breakwater import Client

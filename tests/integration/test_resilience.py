@@ -135,11 +135,10 @@ def breaker_state(job: Job, sink: str) -> str:
 def drain_until_empty(job: Job) -> None:
     """The retry job, run again until the queue is empty (each run drains what the breaker
     lets through; a breaker that just reopened needs its second to pass)."""
-    from breakwater.dead_letters import DeadLetterQueue
 
     def empty() -> bool:
         assert job.retry("--force", *FAST_SETTINGS) == 0
-        queue = DeadLetterQueue(job.settings().dlq)
+        queue = job.queue()
         stats = queue.stats()
         queue.close()
         return stats.waiting == 0
@@ -247,9 +246,8 @@ def run_with_outage(
 
 
 def assert_drained(job: Job, summary: dict[str, Any], sinks: list[str]) -> None:
-    from breakwater.dead_letters import DeadLetterQueue
 
-    queue = DeadLetterQueue(job.settings().dlq)
+    queue = job.queue()
     tally = queue.job_tally(summary["job_id"])
     queue.close()
     for sink in sinks:
@@ -411,9 +409,8 @@ def test_a_record_that_always_fails_dies_after_its_attempts_and_a_redrive_writes
     assert summary["sinks"]["db"]["dead_letter_queue"] > 0
     for _ in range(3):
         assert job.retry("--force", *settings) == 0
-    from breakwater.dead_letters import DeadLetterQueue
 
-    queue = DeadLetterQueue(job.settings().dlq)
+    queue = job.queue()
     dead = queue.peek(100, status="dead")
     assert {x.row[0] for x in dead} == {victim}
     assert len(dead) == len(tracks[victim])
@@ -535,9 +532,8 @@ def test_the_ingest_jobs_scheduler_heals_without_anyone_running_the_retry_job(
     feed.close()
     summary = running.join()
     assert summary["sinks"]["redis"]["dead_letter_queue"] > 0
-    from breakwater.dead_letters import DeadLetterQueue
 
-    queue = DeadLetterQueue(job.settings().dlq)
+    queue = job.queue()
     wait_until(lambda: queue.stats().waiting == 0, 120, "the scheduler to drain the queue")
     queue.close()
     assert_drained(job, summary, ["redis"])
@@ -547,11 +543,11 @@ def test_the_ingest_jobs_scheduler_heals_without_anyone_running_the_retry_job(
 def test_retry_job_every_starts_a_detached_scheduler_on_a_running_cluster(
     make_job: Any, sqlite_url: str, journal_path: Path, kystverket_path: Path
 ) -> None:
-    from breakwater.dead_letters import DeadLetterConfig, DeadLetterQueue, Failure
+    from breakwater.dead_letters import Failure
     from tests.integration.test_stores import decoded_batches
 
     job = make_job(sqlite_url)
-    queue = DeadLetterQueue(DeadLetterConfig(path=job.dlq_path))
+    queue = job.queue()
     batch = decoded_batches(kystverket_path)[0]
     failure = Failure("StoreUnavailable", "connection refused", "CLOSED", 0.0)
     queue.enqueue(
@@ -573,13 +569,13 @@ def test_retry_job_drains_a_journal_whose_cluster_is_gone(
     import subprocess
     import sys
 
-    from breakwater.dead_letters import DeadLetterConfig, DeadLetterQueue, Failure
+    from breakwater.dead_letters import Failure
     from breakwater.stores.engine import check_database
     from tests.integration.test_stores import decoded_batches
 
     job = make_job(sqlite_url)
     check_database(sqlite_url, timeout_s=5)
-    queue = DeadLetterQueue(DeadLetterConfig(path=job.dlq_path))
+    queue = job.queue()
     batch = decoded_batches(kystverket_path)[0]
     failure = Failure("StoreUnavailable", "connection refused", "CLOSED", 0.0)
     queue.enqueue("db", {"position": batch.positions}, source="t", job_id="j", batch_id="b", read_ms=0, failure=failure)

@@ -121,7 +121,12 @@ def test_negative_numbers_are_arguments_not_options(monkeypatch: pytest.MonkeyPa
 
 
 def dead_letter_journal(path: Path) -> None:
-    queue = DeadLetterQueue(DeadLetterConfig(path=path), clock=lambda: AUGUST_7_2300 + 0.5)
+    """A journal holding one record of the deployment the CLI's default settings name."""
+    from breakwater.config import load_settings
+    from breakwater.deployment import Deployment
+
+    destination = Deployment.of(load_settings({"dlq": {"path": path}})).fingerprint
+    queue = DeadLetterQueue(DeadLetterConfig(path=path), clock=lambda: AUGUST_7_2300 + 0.5, destination=destination)
     failure = Failure("OperationalError", "connection refused", "CLOSED", AUGUST_7_2300 + 0.5)
     queue.enqueue(
         "db",
