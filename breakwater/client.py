@@ -16,6 +16,7 @@ RAY_ADDRESS or the `ray_address` setting, and the journal file when none is name
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
@@ -26,7 +27,8 @@ from breakwater.models import StoreCounts, TrackPoint, Vessel, VesselState
 from breakwater.operations import LocalOperations, Operations
 from breakwater.runtime import load_runtime, named_address
 from breakwater.stores.deployment import load_admin_digest
-from breakwater.stores.sql_queries import SqlQueries
+from breakwater.stores.sql_queries import EARTH_RADIUS_KM, SqlQueries
+from breakwater.write_model import geo_covers
 
 
 class Client:
@@ -79,14 +81,19 @@ class Client:
         return self.sql.vessel(mmsi)
 
     def nearby(self, lat: float, lon: float, radius_km: float, limit: int = 100) -> list[VesselState]:
-        """Vessels whose latest position is within `radius_km`, nearest first."""
-        if self.redis is not None:
+        """Vessels whose latest position is within `radius_km`, nearest first.
+
+        From Redis when configured, except where the circle reaches beyond the latitudes
+        Redis's GEO index holds (±85.05°): SQL keeps every latest position and answers there."""
+        reach = math.degrees(radius_km / EARTH_RADIUS_KM)
+        if self.redis is not None and geo_covers(lat - reach, lat + reach):
             return self.redis.nearby(lat, lon, radius_km, limit)
         return self.sql.nearby(lat, lon, radius_km, limit)
 
     def in_box(self, south: float, west: float, north: float, east: float, limit: int = 1000) -> list[VesselState]:
-        """Vessels whose latest position is inside the box (degrees), by MMSI."""
-        if self.redis is not None:
+        """Vessels whose latest position is inside the box (degrees), by MMSI; from SQL where
+        the box reaches beyond Redis's GEO latitudes, as `nearby`."""
+        if self.redis is not None and geo_covers(south, north):
             return self.redis.in_box(south, west, north, east, limit)
         return self.sql.in_box(south, west, north, east, limit)
 

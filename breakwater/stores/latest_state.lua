@@ -1,52 +1,69 @@
--- Newer-wins update of vessels' latest state, atomic on the server.
+-- Vessels' latest state, atomic on the server: the rules of breakwater/write_model.py.
 --
 -- KEYS[1]        the GEO index of one bucket
--- KEYS[2..n+1]   the vessel hashes, one per update, all in the same bucket (same hash tag,
+-- KEYS[2]        the set of the bucket's vessels whose latest position the GEO index cannot
+--                hold (|latitude| > 85.05112878)
+-- KEYS[3..n+2]   the vessel hashes, one per update, all in the same bucket (same hash tag,
 --                so the script also runs on Redis Cluster)
 -- ARGV[1]        JSON array of updates: {kind, mmsi, received_ms, digest, lon, lat, {field, value, ...}}
---                kind "p" (position) or "s" (static); lon/lat "" when not available
+--                kind "p" (position: always with a valid lon/lat) or "s" (static: lon/lat "")
 --
--- A position replaces the vessel's position fields only when (received_ms, digest) is newer
--- than what the hash holds; an older one changes nothing, whichever writer or retry sends
--- it last. A static report sets its non-empty fields when it is at least as new as the
--- vessel's static data, and only fills missing fields when it is older.
--- Returns the MMSIs that changed, for the optional update stream.
+-- Order: (received_ms, digest), greater is newer; the same report twice changes nothing.
+-- A position replaces the vessel's position fields when it is newer than the position the
+-- hash holds (pos_ms, pos_digest), whichever writer or retry sends it last.
+-- A static report sets each field it carries when it is newer than the report that set that
+-- field (stored beside it as "t:<field>" = "<ms>:<digest>"); static_ms/static_digest is the
+-- newest static report.
+-- Returns {MMSIs that changed, positions written but kept out of the GEO index}.
+
+local GEO_MAX_LAT = 85.05112878
+
+local function newer(t, d, ct, cd)
+  return ct == nil or t > ct or (t == ct and d > cd)
+end
+
+local function stamp_newer(t, d, stamp)
+  if not stamp then return true end
+  local ct, cd = string.match(stamp, '^(-?%d+):(-?%d+)$')
+  return newer(t, d, tonumber(ct), tonumber(cd))
+end
 
 local updates = cjson.decode(ARGV[1])
 local applied = {}
+local off_index = 0
 for i, u in ipairs(updates) do
-  local key = KEYS[i + 1]
+  local key = KEYS[i + 2]
   local kind, mmsi, t, d = u[1], u[2], tonumber(u[3]), tonumber(u[4])
-  local tf, df = 'pos_ms', 'pos_digest'
-  if kind == 's' then tf, df = 'static_ms', 'static_digest' end
-  local cur = redis.call('HMGET', key, tf, df)
-  local ct, cd = tonumber(cur[1]), tonumber(cur[2])
-  local newer = ct == nil or t > ct or (t == ct and d > cd)
   local fields = u[7]
   if kind == 'p' then
-    if newer then
-      redis.call('HSET', key, 'mmsi', mmsi, tf, u[3], df, u[4], unpack(fields))
-      if u[5] ~= '' and u[6] ~= '' then
+    local cur = redis.call('HMGET', key, 'pos_ms', 'pos_digest')
+    if newer(t, d, tonumber(cur[1]), tonumber(cur[2])) then
+      redis.call('HSET', key, 'mmsi', mmsi, 'pos_ms', u[3], 'pos_digest', u[4], unpack(fields))
+      if math.abs(tonumber(u[6])) <= GEO_MAX_LAT then
         redis.call('GEOADD', KEYS[1], u[5], u[6], mmsi)
+        redis.call('SREM', KEYS[2], mmsi)
       else
         redis.call('ZREM', KEYS[1], mmsi)
+        redis.call('SADD', KEYS[2], mmsi)
+        off_index = off_index + 1
       end
       applied[#applied + 1] = mmsi
     end
   else
     local changed = false
-    if newer then
-      redis.call('HSET', key, 'mmsi', mmsi, tf, u[3], df, u[4])
+    local cur = redis.call('HMGET', key, 'static_ms', 'static_digest')
+    if newer(t, d, tonumber(cur[1]), tonumber(cur[2])) then
+      redis.call('HSET', key, 'mmsi', mmsi, 'static_ms', u[3], 'static_digest', u[4])
       changed = true
     end
+    local stamp = u[3] .. ':' .. u[4]
     for j = 1, #fields, 2 do
-      if newer then
-        redis.call('HSET', key, fields[j], fields[j + 1])
-      elseif redis.call('HSETNX', key, fields[j], fields[j + 1]) == 1 then
+      if stamp_newer(t, d, redis.call('HGET', key, 't:' .. fields[j])) then
+        redis.call('HSET', key, fields[j], fields[j + 1], 't:' .. fields[j], stamp)
         changed = true
       end
     end
     if changed then applied[#applied + 1] = mmsi end
   end
 end
-return applied
+return {applied, off_index}

@@ -4,6 +4,9 @@ Key layout (prefix `prod:` as an example; `{bwN}` is a Redis Cluster hash tag):
 
     prod:{bw7}:vessel:257123000   hash: latest position and static data of one vessel
     prod:{bw7}:geo                GEO set: current positions of the vessels of bucket 7
+    prod:{bw7}:off_geo            set: vessels of bucket 7 whose latest position is beyond the
+                                  latitudes GEO accepts (|lat| > 85.05112878): in their hash,
+                                  not in the GEO index (`write_model`, rule 4)
     prod:vessels:deleted          set: soft-deleted MMSIs, hidden from queries
     prod:updates                  stream of applied updates (only when stream_maxlen > 0)
 
@@ -11,12 +14,14 @@ A vessel's bucket is `reports.shard_of(mmsi, buckets)`. The newer-wins script (l
 bucket's keys per call, all with the same hash tag, so it runs unchanged on Redis Cluster,
 where buckets spread over the shards. A batch is written with one pipeline: one EVALSHA per
 bucket that has updates, never a round trip per message. Only each vessel's newest position
-of a batch is sent; the older ones count as duplicates, since they could not change anything.
+of a batch that has a valid position is sent; the others count as duplicates, since they
+could not change anything (`breakwater.write_model` has the rules the script follows).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.resources import files
@@ -39,12 +44,13 @@ from breakwater.reports import (
 )
 from breakwater.stores.base import SINK_REDIS, WriteResult, mask_url, redact
 from breakwater.stores.faults import classify_redis_error
+from breakwater.write_model import GEO_MAX_LAT, STATIC_VALUE_FIELDS, geo_covers, positioned
 
 REDIS_SETTING = "BREAKWATER_REDIS_URL (--redis-url)"
 _SCRIPT = files("breakwater.stores").joinpath("latest_state.lua").read_text()
 # Position and static values stored in the hash (the identity columns are stored by the script).
 _POSITION_VALUES = [f for f in POSITION_FIELDS if f not in ("mmsi", "received_ms", "digest")]
-_STATIC_VALUES = [f for f in STATIC_FIELDS[4:15]]
+_STATIC_VALUES = list(STATIC_VALUE_FIELDS)
 
 
 def connect(url: str, *, timeout_s: float = 5.0) -> Any:
@@ -90,6 +96,10 @@ class RedisKeys:
     def geo(self, bucket: int) -> str:
         return f"{self.prefix}{{bw{bucket}}}:geo"
 
+    def off_geo(self, bucket: int) -> str:
+        """The bucket's vessels whose latest position the GEO index cannot hold."""
+        return f"{self.prefix}{{bw{bucket}}}:off_geo"
+
     @property
     def deleted(self) -> str:
         return f"{self.prefix}vessels:deleted"
@@ -121,14 +131,16 @@ class RedisSink:
         self.stream_maxlen = stream_maxlen
         self.client = client or connect(url, timeout_s=timeout_s)
         self.script = self.client.register_script(_SCRIPT)
+        # Positions written to a vessel hash but kept out of the GEO index (polar latitudes).
+        self.off_geo_positions = 0
 
     def close(self) -> None:
         self.client.close()
 
     def prepare(self, batch: ReportBatch) -> tuple[ReportBatch, int]:
-        """Only each vessel's newest position can change its latest state. Static reports all
-        stay: each may fill fields the others leave empty."""
-        positions = newest_per_vessel(batch.positions)
+        """Only each vessel's newest position with a valid position can change its latest
+        state. Static reports all stay: each may carry fields the others leave empty."""
+        positions = newest_per_vessel(positioned(batch.positions))
         prepared = ReportBatch(batch.source, batch.read_ms, positions, batch.statics, [])
         return prepared, len(batch.positions) - len(positions)
 
@@ -165,7 +177,10 @@ class RedisSink:
 
     def _run(self, updates: dict[int, list[tuple[str, list[Any]]]]) -> list[Any]:
         calls = [
-            ([self.keys.geo(bucket), *(key for key, _ in items)], [json.dumps([u for _, u in items])])
+            (
+                [self.keys.geo(bucket), self.keys.off_geo(bucket), *(key for key, _ in items)],
+                [json.dumps([u for _, u in items])],
+            )
             for bucket, items in updates.items()
         ]
         if isinstance(self.client, RedisCluster):
@@ -177,7 +192,8 @@ class RedisSink:
             for keys, args in calls:
                 self.script(keys=keys, args=args, client=pipe)
             results = pipe.execute()
-        applied = [mmsi for result in results for mmsi in result]
+        applied = [mmsi for changed, _ in results for mmsi in changed]
+        self.off_geo_positions += sum(int(off_geo) for _, off_geo in results)
         if applied and self.stream_maxlen:
             pipe = self.client.pipeline(transaction=False)
             for mmsi in applied:
@@ -206,6 +222,12 @@ def _state_from_hash(data: dict[str, str], distance_km: float | None = None) -> 
         source=values.get("source"),
         distance_km=distance_km,
     )
+
+
+_BEYOND_GEO = (
+    f"Redis's GEO index holds no latitude beyond ±{GEO_MAX_LAT}°: "
+    "ask the SQL store for this area (Client.nearby and Client.in_box do)"
+)
 
 
 class RedisQueries:
@@ -259,7 +281,14 @@ class RedisQueries:
         return [hit for result in results for hit in result]
 
     def nearby(self, lat: float, lon: float, radius_km: float, limit: int = 100) -> list[VesselState]:
-        """GEOSEARCH every bucket, merge by distance, then fetch the hashes in one pipeline."""
+        """GEOSEARCH every bucket, merge by distance, then fetch the hashes in one pipeline.
+
+        Only where the circle stays within GEO's latitudes; `Client.nearby` asks SQL beyond."""
+        from breakwater.stores.sql_queries import EARTH_RADIUS_KM
+
+        reach = math.degrees(radius_km / EARTH_RADIUS_KM)
+        if not geo_covers(lat - reach, lat + reach):
+            raise ValueError(_BEYOND_GEO)
         found = self._search_buckets(
             longitude=lon, latitude=lat, radius=radius_km, withdist=True, sort="ASC", count=limit
         )
@@ -273,6 +302,8 @@ class RedisQueries:
         not a box in degrees)."""
         from breakwater.stores.sql_queries import haversine_km
 
+        if not geo_covers(south, north):
+            raise ValueError(_BEYOND_GEO)
         centre_lat, centre_lon = (south + north) / 2, (west + east) / 2
         height_km = haversine_km(south, centre_lon, north, centre_lon)
         width_km = max(haversine_km(lat, west, lat, east) for lat in (south, centre_lat, north))

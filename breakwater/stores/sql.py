@@ -3,19 +3,24 @@ in one SQL transaction per batch.
 
 History rows go in with insert-or-ignore on their identity key, so a batch written twice
 adds nothing; `written` counts the history rows that were new. `vessels` and
-`latest_positions` are derived in the same transaction by upserts that only move forward in
-time. On PostgreSQL the rows travel by COPY into per-connection staging tables and move on
-with INSERT ... SELECT ... ON CONFLICT DO NOTHING; the newest position per vessel is chosen
-there too (DISTINCT ON), so a batch costs a handful of round trips whatever its size.
+`latest_positions` are derived in the same transaction by the rules of
+`breakwater.write_model`: the latest position is the newest report with a valid position
+(an upsert that only moves forward in (time, digest)); each static field is the value of the
+newest static report that carries it, read back from the `static_reports` history, which
+holds every report's own time. On PostgreSQL the rows travel by COPY into per-connection
+staging tables and move on with INSERT ... SELECT ... ON CONFLICT DO NOTHING; the newest
+position per vessel is chosen there too (DISTINCT ON), so a batch costs a handful of round
+trips whatever its size.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, Engine, Table, case, event, func, tuple_
+from sqlalchemy import Connection, Engine, Table, event, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -33,13 +38,14 @@ from breakwater.stores import schema
 from breakwater.stores.base import SINK_DB, WriteResult
 from breakwater.stores.engine import make_engine
 from breakwater.stores.faults import classify_sql_error
+from breakwater.write_model import STATIC_VALUE_FIELDS, positioned
 
 _HISTORY = {
     KIND_POSITION: (schema.positions, POSITION_FIELDS),
     KIND_STATIC: (schema.static_reports, STATIC_FIELDS),
     KIND_OTHER: (schema.other_messages, OTHER_FIELDS),
 }
-_STATIC_VALUES = STATIC_FIELDS[4:15]  # imo .. destination
+_STATIC_VALUES = STATIC_VALUE_FIELDS  # imo .. destination
 
 
 def _db_column(field: str) -> str:
@@ -92,8 +98,8 @@ class SqlSink:
             result = conn.exec_driver_sql(self._sqlite_sql[kind], [row + source for row in rows])
             written += max(result.rowcount, 0)
             total += len(rows)
-        if batch.positions:
-            self._upsert_latest(conn, newest_per_vessel(batch.positions), batch.source)
+        if latest := newest_per_vessel(positioned(batch.positions)):
+            self._upsert_latest(conn, latest, batch.source)
         self._upsert_vessels(conn, batch.statics)
         return WriteResult(written, total - written)
 
@@ -143,51 +149,78 @@ class SqlSink:
             if batch.positions:
                 cur.execute(_PG_LATEST_FROM_STAGING)
             if batch.statics:
+                # One vessel's merge at a time: the lock makes a concurrent writer of the same
+                # vessel (a drain beside the ingest) wait for this commit, so its next
+                # statement reads a history that holds this batch's reports too.
+                cur.execute(_PG_LOCK_VESSELS)
                 cur.execute(_PG_VESSELS_FROM_STAGING)
         return WriteResult(written, total - written)
 
-    # -- vessels: newest value per field ------------------------------------------------------
+    # -- vessels: newest value per field, each by its own report's time ----------------------
 
     def _upsert_vessels(self, conn: Connection, statics: list[tuple[Any, ...]]) -> None:
-        """Static data merges field by field: a report sets the fields it carries when it is at
-        least as new as what the vessel has; an older report only fills fields still empty.
-        (PostgreSQL does the same in one statement from the staging table.)"""
-        if not statics:
-            return
-        vessels = schema.vessels
-        merged = merge_statics(statics)
-        stmt = self._insert(vessels)
-        newer = (vessels.c.static_received_at.is_(None)) | (
-            stmt.excluded.static_received_at >= vessels.c.static_received_at
-        )
-        update: dict[str, Any] = {
-            f: case(
-                (stmt.excluded[f].is_not(None) & newer, stmt.excluded[f]),
-                else_=func.coalesce(vessels.c[f], stmt.excluded[f]),
-            )
-            for f in _STATIC_VALUES
-        }
-        update["static_received_at"] = case(
-            (newer, stmt.excluded.static_received_at), else_=vessels.c.static_received_at
-        )
-        stmt = stmt.on_conflict_do_update(index_elements=[vessels.c.mmsi], set_=update)
-        conn.execute(stmt, merged)
+        """Merge the batch's static reports into `vessels` (rule 3 of `write_model`).
+
+        The history rows of the batch are already in `static_reports`, so a field the batch
+        carries is read back from there: the value of the newest report that carries it,
+        whatever batch brought that report. A field the batch does not carry cannot change."""
+        if statics:
+            conn.exec_driver_sql(_SQLITE_VESSELS_FROM_HISTORY, (json.dumps(carried_fields(statics)),))
 
 
-def merge_statics(statics: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
-    """Fold a batch's static rows into one row per vessel, newest non-empty value per field."""
-    by_mmsi: dict[int, dict[str, Any]] = {}
+def carried_fields(statics: list[tuple[Any, ...]]) -> list[list[int]]:
+    """Per vessel of the batch: [mmsi, then 1 or 0 per static field: does any of its reports
+    in the batch carry that field]."""
     offset = STATIC_FIELDS.index("imo")
-    for row in sorted(statics, key=lambda r: (r[1], r[2])):
-        vessel = by_mmsi.setdefault(row[0], {"mmsi": row[0]})
-        for i, f in enumerate(_STATIC_VALUES, start=offset):
-            if row[i] is not None:
-                vessel[f] = row[i]
-        vessel["static_received_at"] = row[1]
-    for vessel in by_mmsi.values():
-        for f in _STATIC_VALUES:
-            vessel.setdefault(f, None)
-    return list(by_mmsi.values())
+    carried: dict[int, list[int]] = {}
+    for row in statics:
+        flags = carried.setdefault(row[0], [0] * len(_STATIC_VALUES))
+        for i in range(len(_STATIC_VALUES)):
+            if row[offset + i] is not None:
+                flags[i] = 1
+    return [[mmsi, *flags] for mmsi, flags in carried.items()]
+
+
+def _vessels_from_history(batch_vessels: str) -> str:
+    """Upsert `vessels` for the vessels of `batch_vessels` (a query with the columns mmsi and
+    c_<field>, greater than 0 when the batch carries that field).
+
+    Each carried field is the newest non-empty value in the history, by (received_at, digest)
+    down the primary key's index; the scan stops at the first report carrying the field, at
+    the latest this batch's own. A field not carried stays as the vessel has it."""
+    newest = ",\n    ".join(
+        f"CASE WHEN b.c_{f} > 0 THEN (SELECT s.{f} FROM static_reports s WHERE s.mmsi = b.mmsi "
+        f"AND s.{f} IS NOT NULL ORDER BY s.received_at DESC, s.digest DESC LIMIT 1) END"
+        for f in _STATIC_VALUES
+    )
+    merge = ",\n    ".join(f"{f} = COALESCE(excluded.{f}, vessels.{f})" for f in _STATIC_VALUES)
+    return f"""
+INSERT INTO vessels (mmsi, {", ".join(_STATIC_VALUES)}, static_received_at)
+SELECT b.mmsi,
+    {newest},
+    (SELECT s.received_at FROM static_reports s WHERE s.mmsi = b.mmsi ORDER BY s.received_at DESC LIMIT 1)
+FROM ({batch_vessels}) AS b WHERE true
+ON CONFLICT (mmsi) DO UPDATE SET
+    {merge},
+    static_received_at = excluded.static_received_at
+"""
+
+
+_SQLITE_VESSELS_FROM_HISTORY = _vessels_from_history(
+    "SELECT json_extract(value, '$[0]') AS mmsi, "
+    + ", ".join(f"json_extract(value, '$[{i}]') AS c_{f}" for i, f in enumerate(_STATIC_VALUES, start=1))
+    + " FROM json_each(?)"
+)
+_PG_VESSELS_FROM_STAGING = _vessels_from_history(
+    "SELECT mmsi, "
+    + ", ".join(f"count({f}) AS c_{f}" for f in _STATIC_VALUES)
+    + " FROM staging_static_reports GROUP BY mmsi"
+)
+# Transaction-scoped, in MMSI order so two writers never wait on each other in a cycle.
+_PG_LOCK_VESSELS = """
+SELECT pg_advisory_xact_lock(74658, mmsi::int)
+FROM (SELECT DISTINCT mmsi FROM staging_static_reports ORDER BY mmsi) AS batch_vessels
+"""
 
 
 _PG_LATEST_FROM_STAGING = """
@@ -195,7 +228,9 @@ INSERT INTO latest_positions (mmsi, received_at, digest, msg_type, lat, lon, sog
     heading_deg, nav_status, rot_deg_min, station, time_source, source)
 SELECT DISTINCT ON (mmsi) mmsi, to_timestamp(received_ms / 1000.0), digest, msg_type, lat, lon,
     sog_kn, cog_deg, heading_deg, nav_status, rot_deg_min, station, time_source, source
-FROM staging_positions ORDER BY mmsi, received_ms DESC, digest DESC
+FROM staging_positions
+WHERE lat BETWEEN -90 AND 90 AND lon BETWEEN -180 AND 180  -- write_model.has_position
+ORDER BY mmsi, received_ms DESC, digest DESC
 ON CONFLICT (mmsi) DO UPDATE SET
     received_at = excluded.received_at, digest = excluded.digest, msg_type = excluded.msg_type,
     lat = excluded.lat, lon = excluded.lon, sog_kn = excluded.sog_kn, cog_deg = excluded.cog_deg,
@@ -204,34 +239,6 @@ ON CONFLICT (mmsi) DO UPDATE SET
     time_source = excluded.time_source, source = excluded.source
 WHERE (excluded.received_at, excluded.digest) > (latest_positions.received_at, latest_positions.digest)
 """
-
-
-def _vessels_from_staging() -> str:
-    """The PostgreSQL form of `_upsert_vessels`: fold each vessel's static reports of the
-    batch (newest non-empty value per field), then merge into `vessels` by the same rule."""
-    newest = ",\n    ".join(
-        f"(array_agg({f} ORDER BY received_ms DESC, digest DESC) FILTER (WHERE {f} IS NOT NULL))[1]"
-        for f in _STATIC_VALUES
-    )
-    newer = "(vessels.static_received_at IS NULL OR excluded.static_received_at >= vessels.static_received_at)"
-    merge = ",\n    ".join(
-        f"{f} = CASE WHEN excluded.{f} IS NOT NULL AND {newer} THEN excluded.{f} "
-        f"ELSE COALESCE(vessels.{f}, excluded.{f}) END"
-        for f in _STATIC_VALUES
-    )
-    return f"""
-INSERT INTO vessels (mmsi, {", ".join(_STATIC_VALUES)}, static_received_at)
-SELECT mmsi,
-    {newest},
-    to_timestamp(max(received_ms) / 1000.0)
-FROM staging_static_reports GROUP BY mmsi
-ON CONFLICT (mmsi) DO UPDATE SET
-    {merge},
-    static_received_at = CASE WHEN {newer} THEN excluded.static_received_at ELSE vessels.static_received_at END
-"""
-
-
-_PG_VESSELS_FROM_STAGING = _vessels_from_staging()
 
 
 def _staging_ddl() -> list[str]:

@@ -432,3 +432,113 @@ def test_the_same_code_runs_on_a_redis_cluster(
     assert near and near <= {s.mmsi for s in sql.nearby(59.9, 10.7, 60.3, 10_000)}
     cluster.close()
     sql.close()
+
+
+# -- the write model's regressions (issue 10): every store, the same answer ----------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sql_sink(request: pytest.FixtureRequest, sqlite_url: str) -> Iterator[SqlSink]:
+    from breakwater.stores.engine import check_database
+
+    url = sqlite_url if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    check_database(url, timeout_s=5)
+    sink = SqlSink(url)
+    yield sink
+    sink.close()
+
+
+def _static(ms: int, msg_type: int = 5, **values: Any) -> tuple[Any, ...]:
+    from breakwater.write_model import STATIC_VALUE_FIELDS
+
+    return (257000001, ms, ms // 1000, msg_type, *(values.get(f) for f in STATIC_VALUE_FIELDS), None, "tag_block")
+
+
+def _position(mmsi: int, ms: int, lat: float | None, lon: float | None) -> tuple[Any, ...]:
+    return (mmsi, ms, ms // 1000, 1, lat, lon, 5.0, 90.0, 90, 0, 0.0, None, "tag_block")
+
+
+def test_an_older_static_report_never_sets_a_field_back(sql_sink: SqlSink, redis_prefix: str) -> None:
+    """Stored destination OSLO at t=10; a batch with BERGEN at t=5 and a type 24B at t=12:
+    the SQL merge used to judge the whole batch by its newest time and leave BERGEN."""
+    t = 1_600_000_000_000
+    first = ReportBatch("a", 0, statics=[_static(t + 10_000, destination="OSLO")])
+    second = ReportBatch(
+        "b", 0, statics=[_static(t + 5_000, destination="BERGEN"), _static(t + 12_000, 24, callsign="LAXA")]
+    )
+    redis_sink = RedisSink(REDIS_URL, prefix=redis_prefix)
+    for batch in (first, second):
+        sql_sink.write(batch)
+        redis_sink.write(batch)
+    with sql_sink.engine.connect() as conn:
+        row = conn.execute(select(schema.vessels).where(schema.vessels.c.mmsi == 257000001)).mappings().one()
+    assert (row["destination"], row["callsign"], row["static_received_at"].timestamp()) == (
+        "OSLO",
+        "LAXA",
+        (t + 12_000) / 1000,
+    )
+    live = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    assert live.hmget(redis_sink.keys.vessel(257000001), "destination", "callsign", "static_ms") == [
+        "OSLO",
+        "LAXA",
+        str(t + 12_000),
+    ]
+    live.close()
+    redis_sink.close()
+
+
+def test_a_newer_report_without_a_position_keeps_the_known_one(sql_sink: SqlSink, redis_prefix: str) -> None:
+    t = 1_600_000_000_000
+    redis_sink = RedisSink(REDIS_URL, prefix=redis_prefix)
+    known = ReportBatch("a", 0, positions=[_position(257000001, t, 59.9, 10.7)])
+    missing = ReportBatch("b", 0, positions=[_position(257000001, t + 60_000, None, None)])
+    for batch in (known, missing):
+        sql_sink.write(batch)
+        redis_sink.write(batch)
+    from breakwater.stores.sql_queries import SqlQueries
+
+    sql = SqlQueries("", engine=sql_sink.engine)
+    live = RedisQueries(REDIS_URL, prefix=redis_prefix)
+    for state in (sql.latest(257000001), live.latest(257000001)):
+        assert state is not None
+        assert (state.received_at.timestamp(), state.lat, state.lon) == (t / 1000, 59.9, 10.7)  # type: ignore[union-attr]
+    with sql_sink.engine.connect() as conn:  # the report itself is history
+        assert conn.execute(select(func.count()).select_from(schema.positions)).scalar_one() == 2
+    live.close()
+    redis_sink.close()
+
+
+def test_a_polar_position_is_kept_counted_and_answered_from_sql(postgres_url: str, redis_prefix: str) -> None:
+    """GEOADD refuses |lat| > 85.05112878: the script used to fail after writing the hash,
+    and `breakwater nearby 87.065 154.2` raised ResponseError."""
+    from breakwater.client import Client
+    from breakwater.stores.engine import check_database
+
+    check_database(postgres_url, timeout_s=5)
+    t = 1_600_000_000_000
+    batch = ReportBatch(
+        "polar", 0, positions=[_position(257000001, t, 87.065, 154.2), _position(257000002, t, 84.0, 154.2)]
+    )
+    sql_sink, redis_sink = SqlSink(postgres_url), RedisSink(REDIS_URL, prefix=redis_prefix)
+    sql_sink.write(batch)
+    assert redis_sink.write(batch).written == 2
+    assert redis_sink.off_geo_positions == 1
+    keys = redis_sink.keys
+    live = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    assert live.hget(keys.vessel(257000001), "lat") == "87.065"
+    assert live.zscore(keys.geo(keys.bucket(257000001)), "257000001") is None
+    assert live.smembers(keys.off_geo(keys.bucket(257000001))) == {"257000001"}
+    with Client(database_url=postgres_url, redis_url=REDIS_URL, redis_prefix=redis_prefix) as client:
+        assert [s.mmsi for s in client.nearby(87.065, 154.2, 10)] == [257000001]
+        assert [s.mmsi for s in client.nearby(84.0, 154.2, 10)] == [257000002]  # from Redis
+        assert [s.mmsi for s in client.in_box(80.0, 150.0, 88.0, 160.0)] == [257000001, 257000002]
+        assert client.latest(257000001).lat == 87.065  # type: ignore[union-attr]
+        with pytest.raises(ValueError, match="SQL store"):
+            client.redis.nearby(87.065, 154.2, 10)  # type: ignore[union-attr]
+    # A later position inside GEO's latitudes puts the vessel back in the index.
+    redis_sink.write(ReportBatch("polar", 0, positions=[_position(257000001, t + 1000, 80.0, 154.2)]))
+    assert live.zscore(keys.geo(keys.bucket(257000001)), "257000001") is not None
+    assert live.smembers(keys.off_geo(keys.bucket(257000001))) == set()
+    live.close()
+    redis_sink.close()
+    sql_sink.close()
