@@ -74,21 +74,27 @@ class DeadLetterActor:
         with self.lock:
             return self.queue.sinks_waiting()
 
-    def due(self, sink: str, limit: int, force: bool = False) -> list[DeadLetter]:
+    def due(
+        self, sink: str, limit: int, force: bool = False, owner: str | None = None, lease_s: float = 300.0
+    ) -> list[DeadLetter]:
         with self.lock:
-            return self.queue.due(sink, limit, force=force)
+            return self.queue.due(sink, limit, force=force, owner=owner, lease_s=lease_s)
 
-    def resolve(self, letters: list[DeadLetter], written: int, duplicates: int) -> None:
+    def resolve(self, letters: list[DeadLetter], written: int, duplicates: int, owner: str | None = None) -> int:
         with self.lock:
-            self.queue.resolve(letters, written=written, duplicates=duplicates)
+            return self.queue.resolve(letters, written=written, duplicates=duplicates, owner=owner)
 
-    def fail(self, letters: list[DeadLetter], failure: Failure) -> tuple[int, int]:
+    def fail(self, letters: list[DeadLetter], failure: Failure, owner: str | None = None) -> tuple[int, int]:
         with self.lock:
-            return self.queue.fail(letters, failure)
+            return self.queue.fail(letters, failure, owner=owner)
 
-    def park(self, letters: list[DeadLetter], until: float) -> None:
+    def park(self, letters: list[DeadLetter], until: float, owner: str | None = None) -> int:
         with self.lock:
-            self.queue.park(letters, until)
+            return self.queue.park(letters, until, owner=owner)
+
+    def release(self, owner: str) -> int:
+        with self.lock:
+            return self.queue.release(owner)
 
     def job_tally(self, job_id: str) -> dict[str, DeadLetterTally]:
         with self.lock:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import ray
@@ -45,6 +45,10 @@ def call(ref: Any, timeout_s: float = DEFAULT_TIMEOUT_S, what: str = "a Breakwat
         if isinstance(e.cause, BreakwaterError | ValueError):
             raise e.cause from None
         raise
+
+
+def _slim(letters: list[DeadLetter]) -> list[DeadLetter]:
+    return [replace(x, row=()) for x in letters]
 
 
 class _ActorHandle:
@@ -88,17 +92,24 @@ class DeadLetterHandle(_ActorHandle):
     def sinks_waiting(self) -> list[str]:
         return self._get(self.actor.sinks_waiting.remote())  # type: ignore[no-any-return]
 
-    def due(self, sink: str, limit: int, *, force: bool = False) -> list[DeadLetter]:
-        return self._get(self.actor.due.remote(sink, limit, force))  # type: ignore[no-any-return]
+    def due(
+        self, sink: str, limit: int, *, force: bool = False, owner: str | None = None, lease_s: float = 300.0
+    ) -> list[DeadLetter]:
+        return self._get(self.actor.due.remote(sink, limit, force, owner, lease_s))  # type: ignore[no-any-return]
 
-    def resolve(self, letters: list[DeadLetter], *, written: int, duplicates: int) -> None:
-        self._get(self.actor.resolve.remote(letters, written, duplicates))
+    # Outcomes travel back without the records' rows: the queue needs ids, attempts, history.
 
-    def fail(self, letters: list[DeadLetter], failure: Failure) -> tuple[int, int]:
-        return self._get(self.actor.fail.remote(letters, failure))  # type: ignore[no-any-return]
+    def resolve(self, letters: list[DeadLetter], *, written: int, duplicates: int, owner: str | None = None) -> int:
+        return self._get(self.actor.resolve.remote(_slim(letters), written, duplicates, owner))  # type: ignore[no-any-return]
 
-    def park(self, letters: list[DeadLetter], until: float) -> None:
-        self._get(self.actor.park.remote(letters, until))
+    def fail(self, letters: list[DeadLetter], failure: Failure, *, owner: str | None = None) -> tuple[int, int]:
+        return self._get(self.actor.fail.remote(_slim(letters), failure, owner))  # type: ignore[no-any-return]
+
+    def park(self, letters: list[DeadLetter], until: float, *, owner: str | None = None) -> int:
+        return self._get(self.actor.park.remote(_slim(letters), until, owner))  # type: ignore[no-any-return]
+
+    def release(self, owner: str) -> int:
+        return self._get(self.actor.release.remote(owner))  # type: ignore[no-any-return]
 
     def job_tally(self, job_id: str) -> dict[str, acc.DeadLetterTally]:
         return self._get(self.actor.job_tally.remote(job_id))  # type: ignore[no-any-return]

@@ -297,15 +297,43 @@ class DeadLetterQueue:
 
     # -- the retry job takes them out -----------------------------------------------------
 
-    def due(self, sink: str, limit: int, *, force: bool = False) -> list[DeadLetter]:
-        """Waiting records of `sink` whose retry time has come (all of them with `force`)."""
-        horizon = float("inf") if force else self.clock()
-        cur = self.db.execute(
-            f"SELECT {_COLUMNS} FROM dead_letters WHERE destination=? AND status=? AND sink=? "
-            "AND next_retry_at<=? ORDER BY next_retry_at, id LIMIT ?",
-            (self.destination, WAITING, sink, horizon, limit),
+    def due(
+        self, sink: str, limit: int, *, force: bool = False, owner: str | None = None, lease_s: float = 300.0
+    ) -> list[DeadLetter]:
+        """Waiting records of `sink` whose retry time has come (all of them with `force`), none
+        that another drain holds. With `owner`, they are leased to it for `lease_s`: a second
+        drain (a scheduler beside a cron run) does not take them until the lease ends, and only
+        the owner's outcomes apply to them."""
+        now = self.clock()
+        horizon = float("inf") if force else now
+        pick = (
+            "SELECT id FROM dead_letters WHERE destination=? AND status=? AND sink=? AND next_retry_at<=? "
+            "AND (lease_until IS NULL OR lease_until<?) ORDER BY next_retry_at, id LIMIT ?"
         )
-        return [self._letter(r) for r in cur.fetchall()]
+        args = (self.destination, WAITING, sink, horizon, now, limit)
+        if owner is None:
+            cur = self.db.execute(pick.replace("SELECT id", f"SELECT {_COLUMNS}", 1), args)
+            return [self._letter(r) for r in cur.fetchall()]
+        with self._transaction():
+            rows = self.db.execute(
+                f"UPDATE dead_letters SET lease_owner=?, lease_until=? WHERE id IN ({pick}) RETURNING {_COLUMNS}",
+                (owner, now + lease_s, *args),
+            ).fetchall()
+        return sorted((self._letter(r) for r in rows), key=lambda x: (x.next_retry_at, x.id))
+
+    def release(self, owner: str) -> int:
+        """End every lease `owner` still holds (a drain that finished); returns how many."""
+        with self._transaction():
+            return self.db.execute(
+                "UPDATE dead_letters SET lease_owner=NULL, lease_until=NULL WHERE destination=? AND lease_owner=?",
+                (self.destination, owner),
+            ).rowcount
+
+    def _held(self, owner: str | None) -> tuple[str, tuple[Any, ...]]:
+        """The condition on the rows an outcome may change: the owner's, or any unleased one."""
+        if owner is None:
+            return "", ()
+        return " AND lease_owner=?", (owner,)
 
     def sinks_waiting(self) -> list[str]:
         return [
@@ -316,30 +344,41 @@ class DeadLetterQueue:
             )
         ]
 
-    def resolve(self, letters: Iterable[DeadLetter], *, written: int, duplicates: int) -> None:
+    def resolve(self, letters: Iterable[DeadLetter], *, written: int, duplicates: int, owner: str | None = None) -> int:
         """The records were written (`written`) or found already there (`duplicates`): they
         leave the queue, and the counts are credited to the job that first failed them, for
-        that job's conservation numbers. The letters must all be of one job and one sink (the
-        drain writes them that way)."""
+        that job's conservation numbers. Only rows actually removed are credited (written
+        first), so a replayed call, or one for records another drain resolved, changes
+        nothing. The letters must all be of one job and one sink (the drain writes them that
+        way). Returns the rows removed."""
         letters = list(letters)
         if not letters:
-            return
+            return 0
         if len({(x.job_id, x.sink) for x in letters}) != 1:
             raise ValueError("resolve() takes the letters of one job and one sink at a time")
+        held, held_args = self._held(owner)
+        removed = 0
         with self._transaction():
-            self.db.executemany("DELETE FROM dead_letters WHERE id=?", [(x.id,) for x in letters])
-            self.db.execute(
-                "INSERT INTO retry_outcomes (job_id, sink, written, duplicates) VALUES (?,?,?,?) "
-                "ON CONFLICT (job_id, sink) DO UPDATE SET written=written+excluded.written, "
-                "duplicates=duplicates+excluded.duplicates",
-                (letters[0].job_id, letters[0].sink, written, duplicates),
-            )
+            for x in letters:
+                removed += self.db.execute(f"DELETE FROM dead_letters WHERE id=?{held}", (x.id, *held_args)).rowcount
+            if removed:
+                credited = min(written, removed)
+                self.db.execute(
+                    "INSERT INTO retry_outcomes (job_id, sink, written, duplicates) VALUES (?,?,?,?) "
+                    "ON CONFLICT (job_id, sink) DO UPDATE SET written=written+excluded.written, "
+                    "duplicates=duplicates+excluded.duplicates",
+                    (letters[0].job_id, letters[0].sink, credited, removed - credited),
+                )
+        return removed
 
-    def fail(self, letters: Iterable[DeadLetter], failure: Failure) -> tuple[int, int]:
+    def fail(self, letters: Iterable[DeadLetter], failure: Failure, *, owner: str | None = None) -> tuple[int, int]:
         """A retry failed. Parked (breaker open) records keep their attempts; a poison record
-        dies at once; the others die after `max_attempts`. Returns (waiting, dead)."""
+        dies at once; the others die after `max_attempts`. With `owner`, only records it holds
+        change, and their lease ends: a replayed call finds none and uses no second attempt.
+        Returns (waiting, dead), counting only rows changed."""
         now = self.clock()
         waiting = dead = 0
+        held, held_args = self._held(owner)
         with self._transaction():
             for letter in letters:
                 history = ([*letter.history, failure.as_dict()])[-_HISTORY_KEPT:]
@@ -350,29 +389,42 @@ class DeadLetterQueue:
                         if not failure.transient
                         else f"{attempts} attempts failed, last: {failure.error}: {failure.message}"
                     )
-                    self.db.execute(
-                        "UPDATE dead_letters SET status=?, attempts=?, history=?, last_error=?, "
-                        "last_failed_at=?, dead_at=?, dead_reason=? WHERE id=?",
-                        (DEAD, attempts, json.dumps(history), failure.error, now, now, reason[:500], letter.id),
-                    )
-                    dead += 1
+                    dead += self.db.execute(
+                        "UPDATE dead_letters SET status=?, attempts=?, history=?, last_error=?, last_failed_at=?, "
+                        f"dead_at=?, dead_reason=?, lease_owner=NULL, lease_until=NULL WHERE id=?{held}",
+                        (
+                            DEAD,
+                            attempts,
+                            json.dumps(history),
+                            failure.error,
+                            now,
+                            now,
+                            reason[:500],
+                            letter.id,
+                            *held_args,
+                        ),
+                    ).rowcount
                     continue
                 delay = 0.0 if failure.parked else self.policy.next_delay_s(attempts, self.rng)
-                self.db.execute(
+                waiting += self.db.execute(
                     "UPDATE dead_letters SET attempts=?, history=?, last_error=?, last_failed_at=?, "
-                    "next_retry_at=? WHERE id=?",
-                    (attempts, json.dumps(history), failure.error, now, now + delay, letter.id),
-                )
-                waiting += 1
+                    f"next_retry_at=?, lease_owner=NULL, lease_until=NULL WHERE id=?{held}",
+                    (attempts, json.dumps(history), failure.error, now, now + delay, letter.id, *held_args),
+                ).rowcount
         return waiting, dead
 
-    def park(self, letters: Iterable[DeadLetter], until: float) -> None:
-        """The breaker is open: try these again when it hands out trials; no attempt is used."""
+    def park(self, letters: Iterable[DeadLetter], until: float, *, owner: str | None = None) -> int:
+        """The breaker is open: try these again when it hands out trials; no attempt is used,
+        and the lease ends. Returns the rows parked (with `owner`, only those it held)."""
+        held, held_args = self._held(owner)
+        parked = 0
         with self._transaction():
-            self.db.executemany(
-                "UPDATE dead_letters SET next_retry_at=? WHERE id=?",
-                [(until, x.id) for x in letters],
-            )
+            for x in letters:
+                parked += self.db.execute(
+                    f"UPDATE dead_letters SET next_retry_at=?, lease_owner=NULL, lease_until=NULL WHERE id=?{held}",
+                    (until, x.id, *held_args),
+                ).rowcount
+        return parked
 
     # -- what operators see and do --------------------------------------------------------
 

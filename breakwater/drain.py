@@ -12,13 +12,17 @@ sink's gate, and tells the queue what happened:
   failing ones use up an attempt and, after `max_attempts`, move to the dead-letter store;
 - a poison record: straight to the dead-letter store with its reason.
 
-Chunks are grouped by job and source, so each job's conservation numbers stay exact.
+Chunks are grouped by job and source, so each job's conservation numbers stay exact. Every
+drain takes its records on a lease (`owner`): two drains at once (the scheduler and a cron run)
+never take the same record, and outcomes count only rows the drain still held, so a replayed
+call changes nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from itertools import groupby
@@ -41,13 +45,17 @@ class DrainQueue(Protocol):
 
     def sinks_waiting(self) -> list[str]: ...
 
-    def due(self, sink: str, limit: int, *, force: bool = False) -> list[DeadLetter]: ...
+    def due(
+        self, sink: str, limit: int, *, force: bool = False, owner: str | None = None, lease_s: float = 300.0
+    ) -> list[DeadLetter]: ...
 
-    def resolve(self, letters: list[DeadLetter], *, written: int, duplicates: int) -> None: ...
+    def resolve(self, letters: list[DeadLetter], *, written: int, duplicates: int, owner: str | None = None) -> int: ...
 
-    def fail(self, letters: list[DeadLetter], failure: Failure) -> tuple[int, int]: ...
+    def fail(self, letters: list[DeadLetter], failure: Failure, *, owner: str | None = None) -> tuple[int, int]: ...
 
-    def park(self, letters: list[DeadLetter], until: float) -> None: ...
+    def park(self, letters: list[DeadLetter], until: float, *, owner: str | None = None) -> int: ...
+
+    def release(self, owner: str) -> int: ...
 
 
 def batch_of(letters: list[DeadLetter]) -> ReportBatch:
@@ -69,7 +77,11 @@ class Drain:
         metrics: MetricsBuffer | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        owner: str | None = None,
+        lease_s: float = 300.0,
     ) -> None:
+        self.owner = owner or f"drain-{uuid.uuid4().hex[:12]}"
+        self.lease_s = lease_s
         self.queue = queue
         self.sinks = sinks
         self.gates = gates
@@ -81,13 +93,16 @@ class Drain:
     def run(self, *, force: bool = False, only_sink: str | None = None) -> Counter[str]:
         """Drain what is due (everything with `force`); returns counts by `<sink>.<outcome>`."""
         report: Counter[str] = Counter()
-        for name in self.queue.sinks_waiting():
-            if only_sink and name != only_sink:
-                continue
-            if name not in self.sinks:
-                log.warning("dead letters for sink %r wait, but this job has no such sink configured", name)
-                continue
-            self._drain_sink(name, force, report)
+        try:
+            for name in self.queue.sinks_waiting():
+                if only_sink and name != only_sink:
+                    continue
+                if name not in self.sinks:
+                    log.warning("dead letters for sink %r wait, but this job has no such sink configured", name)
+                    continue
+                self._drain_sink(name, force, report)
+        finally:
+            self.queue.release(self.owner)  # what it took and did not finish is anyone's again
         for gate in self.gates.values():
             gate.flush()
         return +report  # without the zero counts
@@ -96,7 +111,8 @@ class Drain:
         pacer = Pacer(self.policy.rate_per_s, sleep=self.sleep)
         seen: set[int] = set()
         while True:
-            letters = [x for x in self.queue.due(name, self.policy.chunk_records, force=force) if x.id not in seen]
+            taken = self.queue.due(name, self.policy.chunk_records, force=force, owner=self.owner, lease_s=self.lease_s)
+            letters = [x for x in taken if x.id not in seen]
             if not letters:
                 return
             seen.update(x.id for x in letters)
@@ -108,10 +124,11 @@ class Drain:
                 reaching, _superseded = self.sinks[name].prepare(batch_of(group))
                 pacer.take(len(reaching))
                 if not self._retry(name, group, report):
-                    rest = [x for g in groups[i:] for x in g]
-                    self.queue.park(rest, self.gates[name].view.retry_at)
-                    report[f"{name}.parked"] += len(rest)
-                    self.metrics.inc("ais_retries", len(rest), sink=name, outcome="parked")
+                    # _retry parked its own group; the groups after it are still held.
+                    rest = [x for g in groups[i + 1 :] for x in g]
+                    parked = self.queue.park(rest, self.gates[name].view.retry_at, owner=self.owner)
+                    report[f"{name}.parked"] += parked
+                    self.metrics.inc("ais_retries", parked, sink=name, outcome="parked")
                     return
 
     def _retry(self, name: str, letters: list[DeadLetter], report: Counter[str]) -> bool:
@@ -121,8 +138,10 @@ class Drain:
             chunk = pending.pop()
             decision = self.gates[name].decide()
             if decision.verdict == Verdict.DIVERT:
-                self.queue.park([x for c in [chunk, *pending] for x in c], decision.view.retry_at)
-                report[f"{name}.parked"] += sum(len(c) for c in [chunk, *pending])
+                held = [x for c in [chunk, *pending] for x in c]
+                parked = self.queue.park(held, decision.view.retry_at, owner=self.owner)
+                report[f"{name}.parked"] += parked
+                self.metrics.inc("ais_retries", parked, sink=name, outcome="parked")
                 return False
             started = time.perf_counter()
             try:
@@ -141,11 +160,12 @@ class Drain:
                 self._failed(name, chunk, error, decision.view.state, report)
                 continue
             self.gates[name].record(decision, ok=True, duration_s=time.perf_counter() - started)
-            self.queue.resolve(chunk, written=result.written, duplicates=result.duplicates)
-            report[f"{name}.written"] += result.written
-            report[f"{name}.duplicates"] += result.duplicates
-            self.metrics.inc("ais_retries", result.written, sink=name, outcome="written")
-            self.metrics.inc("ais_retries", result.duplicates, sink=name, outcome="duplicates")
+            removed = self.queue.resolve(chunk, written=result.written, duplicates=result.duplicates, owner=self.owner)
+            written = min(result.written, removed)  # as the queue credits them: only what left it
+            report[f"{name}.written"] += written
+            report[f"{name}.duplicates"] += removed - written
+            self.metrics.inc("ais_retries", written, sink=name, outcome="written")
+            self.metrics.inc("ais_retries", removed - written, sink=name, outcome="duplicates")
         return True
 
     def _worth_halving(self, name: str, error: StoreError) -> bool:
@@ -156,7 +176,7 @@ class Drain:
         self, name: str, chunk: list[DeadLetter], error: StoreError, state: BreakerState, report: Counter[str]
     ) -> None:
         failure = Failure(type(error).__name__, str(error), state.name, self.clock(), error.transient)
-        waiting, dead = self.queue.fail(chunk, failure)
+        waiting, dead = self.queue.fail(chunk, failure, owner=self.owner)
         report[f"{name}.failed"] += waiting
         report[f"{name}.dead"] += dead
         self.metrics.inc("ais_retries", waiting, sink=name, outcome="failed")

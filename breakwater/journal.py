@@ -35,7 +35,9 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     dead_at REAL,
     dead_reason TEXT,
     read_ms INTEGER NOT NULL,
-    size_bytes INTEGER NOT NULL
+    size_bytes INTEGER NOT NULL,
+    lease_owner TEXT,
+    lease_until REAL
 );
 CREATE TABLE IF NOT EXISTS retry_outcomes (
     job_id TEXT NOT NULL,
@@ -108,13 +110,20 @@ def open_journal(path: Path) -> sqlite3.Connection:
 
 
 def _add_destinations(conn: sqlite3.Connection) -> None:
-    """A journal from before deployments had destinations: its records get '' (unbound), which
-    only a queue opened without a deployment drains. Its old UNIQUE (sink, kind, record_key)
+    """A journal from before destinations and leases: its records get destination '' (unbound),
+    which only a queue opened without a deployment drains, and no lease. Its old UNIQUE (sink, kind, record_key)
     stays: such a journal keeps refusing the same report for a second deployment."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(dead_letters)")}
-    if "destination" not in columns:
+    added = {
+        "destination": "TEXT NOT NULL DEFAULT ''",
+        "lease_owner": "TEXT",  # the drain that holds the record, until lease_until
+        "lease_until": "REAL",
+    }
+    missing = [name for name in added if name not in columns]
+    if missing:
         with Transaction(conn):
-            conn.execute("ALTER TABLE dead_letters ADD COLUMN destination TEXT NOT NULL DEFAULT ''")
+            for name in missing:
+                conn.execute(f"ALTER TABLE dead_letters ADD COLUMN {name} {added[name]}")
 
 
 def _count_records_journaled_before_totals(conn: sqlite3.Connection) -> None:
