@@ -16,6 +16,7 @@ role of the test's own, locks and DDL on that database only.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import threading
@@ -34,7 +35,7 @@ from sqlalchemy import create_engine, select
 
 from breakwater.stores import schema
 from breakwater.stores.redis import RedisKeys
-from tests.conftest import read_lines
+from tests.conftest import PG_ADMIN_URL, read_lines
 from tests.integration.conftest import Job
 from tests.integration.test_resilience import FAST_SETTINGS, Feed, Running, drain_until_empty, processed, wait_until
 
@@ -77,9 +78,15 @@ class PrivateRedis:
             return False
 
     def stop(self) -> None:
+        with contextlib.suppress(redis.RedisError):
+            self.client.config_set("save", "")  # a failing snapshot must not hold up its exit
         self.client.close()
         self.process.terminate()  # our own child, by its handle
-        self.process.wait(timeout=30)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
 
 
 @pytest.fixture
@@ -189,10 +196,9 @@ def assert_store_fault(job: Job, summary: dict[str, Any], sink: str) -> int:
 def assert_recovered(job: Job, summary: dict[str, Any], sink: str, expected: Snapshot) -> None:
     """After the fault is gone, the retry job writes everything, and the stores equal a run
     without the fault."""
-    from breakwater.dead_letters import DeadLetterQueue
 
     drain_until_empty(job)
-    queue = DeadLetterQueue(job.settings().dlq)
+    queue = job.queue()
     tally = queue.job_tally(summary["job_id"])[sink]
     queue.close()
     assert tally.waiting == tally.dead == 0
@@ -247,24 +253,38 @@ def test_redis_readonly_replica_waits_and_opens_the_breaker(
     assert_recovered(job, summary, "redis", expected)
 
 
+def ingest_with_fault_mid_run(job: Job, capture: Path, fault: Callable[[], None]) -> dict[str, Any]:
+    """Stream the capture; once a quarter of it is written, bring the fault on for the rest."""
+    feed = Feed(read_lines(capture))
+    running = Running(job, feed.url, (*RUN, *KYSTVERKET_BATCH))
+    feed.send(0.25)
+    wait_until(lambda: processed(job) >= 200, 60, "200 messages processed")
+    fault()
+    feed.close()
+    return running.join()
+
+
 def test_redis_misconf_waits_and_opens_the_breaker(
     make_job: Any, sqlite_url: str, private_redis: Callable[[], PrivateRedis], kystverket_path: Path, baseline: Any
 ) -> None:
-    """A snapshot that could not be saved: MISCONF refuses writes until one succeeds."""
+    """A snapshot that could not be saved: MISCONF refuses writes until one succeeds. (Mid-run:
+    at start-up the job's own check refuses such a Redis as a configuration error.)"""
     expected = baseline(kystverket_path, KYSTVERKET_BATCH)
     server = private_redis()
-    server.client.config_set("stop-writes-on-bgsave-error", "yes")
-    gone = server.dir / "gone"
-    gone.mkdir()
-    server.client.config_set("dir", str(gone))
-    gone.rmdir()  # the next snapshot cannot create its file
-    server.client.bgsave()
-    wait_until(lambda: server.client.info("persistence")["rdb_last_bgsave_status"] == "err", 30, "a failed BGSAVE")
-    job, summary = redis_case(make_job, sqlite_url, server, kystverket_path, KYSTVERKET_BATCH)
+
+    def fail_a_snapshot() -> None:
+        server.client.config_set("stop-writes-on-bgsave-error", "yes")
+        server.client.config_set("save", "3600 1")  # writes are refused only where snapshots are on
+        server.dir.rmdir()  # its working directory (empty: nothing saved yet)
+        server.client.bgsave()
+        wait_until(lambda: server.client.info("persistence")["rdb_last_bgsave_status"] == "err", 30, "failed BGSAVE")
+
+    job = make_job(sqlite_url, server.url, "")
+    summary = ingest_with_fault_mid_run(job, kystverket_path, fail_a_snapshot)
     assert_store_fault(job, summary, "redis")
-    gone.mkdir()
-    server.client.bgsave()
-    wait_until(lambda: server.client.info("persistence")["rdb_last_bgsave_status"] == "ok", 30, "a good BGSAVE")
+    # The operator's way out while the disk is fixed (the process's deleted working directory
+    # cannot come back): stop refusing writes.
+    server.client.config_set("stop-writes-on-bgsave-error", "no")
     assert_recovered(job, summary, "redis", expected)
 
 
@@ -347,14 +367,34 @@ def test_postgres_insert_revoked_waits_and_opens_the_breaker(
 def test_postgres_read_only_database_waits_and_opens_the_breaker(
     make_job: Any, postgres_url: str, kystverket_path: Path, baseline: Any
 ) -> None:
-    """25006: default_transaction_read_only on the database (a standby promoted the wrong way)."""
+    """25006: the database turns read-only mid-run (default_transaction_read_only, as on a
+    standby); the job's sessions are ended so that new ones see it. (At start-up the job's
+    own check refuses a read-only database as a configuration error.)"""
     expected = baseline(kystverket_path, KYSTVERKET_BATCH)
     database = with_schema(postgres_url)
-    pg(postgres_url, f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
-    job, summary = pg_case(make_job, postgres_url, kystverket_path)
+
+    def read_only() -> None:
+        pg(postgres_url, f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
+        pg(postgres_url, *(f"SELECT pg_terminate_backend({pid})" for pid in _sessions(postgres_url, database)))
+
+    job = make_job(postgres_url)
+    summary = ingest_with_fault_mid_run(job, kystverket_path, read_only)
     assert_store_fault(job, summary, "db")
-    pg(postgres_url, f'ALTER DATABASE "{database}" RESET default_transaction_read_only')
+    queue = job.queue()
+    reasons = {x.history[-1]["message"].partition("]")[0] for x in queue.peek(10_000)}
+    queue.close()
+    assert "db: ReadOnlySqlTransaction [25006" in reasons
+    pg(PG_ADMIN_URL, f'ALTER DATABASE "{database}" RESET default_transaction_read_only')  # not read-only itself
     assert_recovered(job, summary, "db", expected)
+
+
+def _sessions(admin_url: str, database: str) -> list[int]:
+    """The other sessions on the database: the job's pooled connections."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (database,)
+        ).fetchall()
+    return [int(r[0]) for r in rows]
 
 
 def test_postgres_dropped_table_waits_and_opens_the_breaker(
@@ -386,12 +426,12 @@ class TableLock:
 
 
 @pytest.mark.parametrize(
-    ("setting", "sqlstate"),
-    [("statement_timeout", "57014"), ("lock_timeout", "55P03")],
+    ("setting", "error", "sqlstate"),
+    [("statement_timeout", "QueryCanceled", "57014"), ("lock_timeout", "LockNotAvailable", "55P03")],
     ids=["statement-timeout-57014", "lock-timeout-55P03"],
 )
 def test_postgres_timeouts_wait_and_open_the_breaker(
-    make_job: Any, postgres_url: str, kystverket_path: Path, baseline: Any, setting: str, sqlstate: str
+    make_job: Any, postgres_url: str, kystverket_path: Path, baseline: Any, setting: str, error: str, sqlstate: str
 ) -> None:
     expected = baseline(kystverket_path, KYSTVERKET_BATCH)
     database = with_schema(postgres_url)
@@ -402,10 +442,10 @@ def test_postgres_timeouts_wait_and_open_the_breaker(
     finally:
         lock.release()
     assert_store_fault(job, summary, "db")
-    from breakwater.dead_letters import DeadLetterQueue
 
-    queue = DeadLetterQueue(job.settings().dlq)
-    assert any(f"[{sqlstate}]" in x.history[-1]["message"] for x in queue.peek(1000))
+    queue = job.queue()
+    reasons = {x.history[-1]["message"].partition("]")[0] for x in queue.peek(10_000)}
+    assert reasons == {f"db: {error} [{sqlstate}", "breaker open"}
     queue.close()
     pg(postgres_url, f'ALTER DATABASE "{database}" RESET {setting}')
     assert_recovered(job, summary, "db", expected)
