@@ -39,7 +39,7 @@ _MIN_EPOCH_S, _MAX_EPOCH_S = 631_152_000, 4_102_444_800
 DEFAULT_MAX_CLOCK_SKEW_S = 300.0
 # The AIS payload's 6-bit alphabet (ITU-R M.1371-5 table 47): "0" to "W" and "`" to "w".
 _SIXBIT = bytes(range(0x30, 0x58)) + bytes(range(0x60, 0x78))
-_FILL_BITS = (b"0", b"1", b"2", b"3", b"4", b"5")
+_FILL_FIELDS = (b",0", b",1", b",2", b",3", b",4", b",5")  # the comma keeps "05" or "" out
 
 
 @dataclass(slots=True)
@@ -103,10 +103,10 @@ class _Sentence:
         self.nmea = line
 
 
-def payload_is_valid(nmea: bytes, last_fragment: bool) -> bool:
-    """True when the sentence's payload holds only 6-bit characters and its fill-bit field is
-    one digit 0-5 that fits: zero on every fragment but the last (fill bits pad the end of
-    the whole message), and zero on an empty payload.
+def payload_is_valid(payload: bytes, nmea: bytes, last_fragment: bool) -> bool:
+    """True when a sentence's payload holds only 6-bit characters and its fill-bit field
+    (before the `*` of `nmea`) is one digit 0-5 that fits: zero on every fragment but the
+    last (fill bits pad the end of the whole message), and zero on an empty payload.
 
     pyais maps any byte to some six bits and reads a fill field it cannot parse as 0, so a
     corrupt payload whose checksum happens to hold would decode into a wrong report. Non-zero
@@ -114,12 +114,10 @@ def payload_is_valid(nmea: bytes, last_fragment: bool) -> bool:
     AMSA capture) and pyais drops them unread.
     """
     star = nmea.rfind(b"*")
-    comma = nmea.rfind(b",", 0, star)
-    payload_start = nmea.rfind(b",", 0, comma) + 1
-    fill = nmea[comma + 1 : star]
-    if fill not in _FILL_BITS or (fill != b"0" and (not last_fragment or comma == payload_start)):
+    fill = nmea[star - 2 : star]
+    if fill not in _FILL_FIELDS or (fill != b",0" and (not last_fragment or not payload)):
         return False
-    return not nmea[payload_start:comma].translate(None, _SIXBIT)
+    return not payload.translate(None, _SIXBIT)
 
 
 class BatchDecoder:
@@ -192,7 +190,7 @@ class BatchDecoder:
                 return acc.REASON_MALFORMED
             if not sentence.is_valid:
                 return acc.REASON_BAD_CHECKSUM
-            if not payload_is_valid(part.nmea, sentence.frag_num == sentence.frag_cnt):
+            if not payload_is_valid(sentence.payload, part.nmea, sentence.frag_num == sentence.frag_cnt):
                 return acc.REASON_BAD_PAYLOAD
             if part.tag is not None:
                 info = self._tag(part.tag)
