@@ -288,6 +288,65 @@ def test_redis_misconf_waits_and_opens_the_breaker(
     assert_recovered(job, summary, "redis", expected)
 
 
+def test_redis_busy_with_a_long_script_waits_and_opens_the_breaker(
+    make_job: Any, sqlite_url: str, private_redis: Callable[[], PrivateRedis], kystverket_path: Path, baseline: Any
+) -> None:
+    """Another client's script runs past busy-reply-threshold: every other call gets BUSY until
+    an operator's SCRIPT KILL."""
+    expected = baseline(kystverket_path, KYSTVERKET_BATCH)
+    server = private_redis()
+    server.client.config_set("busy-reply-threshold", "100")
+    spinning: dict[str, BaseException] = {}
+
+    def spin() -> None:
+        hog = redis.Redis.from_url(server.url, socket_timeout=120)
+        try:
+            hog.eval("while true do end", 0)
+        except redis.ResponseError as e:  # the SCRIPT KILL below ends it
+            spinning["ended"] = e
+        hog.close()
+
+    thread = threading.Thread(target=spin, daemon=True)
+
+    def busy() -> None:
+        thread.start()
+        probe = redis.Redis.from_url(server.url, socket_timeout=5)
+        wait_until(lambda: _busy(probe), 30, "Redis to answer BUSY")
+        probe.close()
+
+    job = make_job(sqlite_url, server.url, "")
+    summary = ingest_with_fault_mid_run(job, kystverket_path, busy)
+    assert_store_fault(job, summary, "redis")
+    server.client.script_kill()
+    thread.join(timeout=30)
+    assert "ended" in spinning
+    assert_recovered(job, summary, "redis", expected)
+
+
+def _busy(client: redis.Redis) -> bool:
+    try:
+        client.ping()
+    except redis.ResponseError as e:
+        from breakwater.stores.faults import redis_reply_code
+
+        return redis_reply_code(e) == "BUSY"
+    return False
+
+
+def test_redis_client_pause_times_out_waits_and_opens_the_breaker(
+    make_job: Any, sqlite_url: str, private_redis: Callable[[], PrivateRedis], kystverket_path: Path, baseline: Any
+) -> None:
+    """CLIENT PAUSE WRITE (as during a manual failover): writes hang, the reply timeout makes
+    them failures."""
+    expected = baseline(kystverket_path, KYSTVERKET_BATCH)
+    server = private_redis()
+    job = make_job(sqlite_url, server.url, "")
+    summary = ingest_with_fault_mid_run(job, kystverket_path, lambda: server.client.client_pause(120_000, all=False))
+    assert_store_fault(job, summary, "redis")
+    server.client.client_unpause()
+    assert_recovered(job, summary, "redis", expected)
+
+
 def test_redis_script_flush_mid_run_is_transparent(
     make_job: Any, sqlite_url: str, private_redis: Callable[[], PrivateRedis], kystverket_path: Path, baseline: Any
 ) -> None:
