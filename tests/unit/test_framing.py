@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import reduce
+from operator import xor
 from pathlib import Path
 
 import pytest
@@ -221,3 +223,13 @@ def test_a_100_kb_line_is_rejected_by_its_length_and_the_batch_around_it_is_unch
     assert reader.counts[acc.rejected(acc.REASON_TOO_LONG)] == 1
     assert len(reader.rejected_examples[acc.REASON_TOO_LONG]) == 200  # an example, not the line
     assert accounted(reader) == len(lines) + 1
+
+
+def test_a_nul_in_a_tag_block_field_is_rejected_before_any_store_sees_it() -> None:
+    # Issue 10: a NUL in the station field reached PostgreSQL, which refuses NUL in text.
+    tag = b"s:2573\x00535,c:1565218798"
+    line = b"\\" + tag + b"*%02X\\" % reduce(xor, tag, 0) + SINGLE.split(b"\\")[-1]
+    reader = Reader("test")
+    assert [b.messages for b in feed_all(reader, [line, SINGLE])] == [[SINGLE]]
+    assert reader.counts[acc.rejected(acc.REASON_NOT_PRINTABLE)] == 1
+    assert reader.rejected_examples[acc.REASON_NOT_PRINTABLE] == line
