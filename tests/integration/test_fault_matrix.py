@@ -17,6 +17,8 @@ role of the test's own, locks and DDL on that database only.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import socket
 import subprocess
 import threading
@@ -31,6 +33,7 @@ import psycopg
 import pytest
 import ray
 import redis
+import redis.cluster
 from sqlalchemy import create_engine, select
 
 from breakwater.stores import schema
@@ -38,6 +41,7 @@ from breakwater.stores.redis import RedisKeys
 from tests.conftest import PG_ADMIN_URL, read_lines
 from tests.integration.conftest import Job
 from tests.integration.test_resilience import FAST_SETTINGS, Feed, Running, drain_until_empty, processed, wait_until
+from tests.integration.test_stores import redis_cluster  # noqa: F401  (the fixture)
 
 KYSTVERKET_BATCH = ("--batch-lines", "50")  # 20 batches: enough calls for a breaker to open
 AMSA_BATCH = ("--batch-lines", "1000")
@@ -133,7 +137,9 @@ def sql_snapshot(database_url: str) -> tuple[Counter[tuple[int, int]], Counter[t
 
 
 def redis_snapshot(url: str) -> dict[int, tuple[str, str, str]]:
-    client = redis.Redis.from_url(url, decode_responses=True)
+    from breakwater.stores.redis import connect
+
+    client = connect(url)  # scans every primary of a cluster
     states = {}
     for key in client.scan_iter(RedisKeys("").pattern(), count=1000):
         data = client.hgetall(key)
@@ -345,6 +351,57 @@ def test_redis_client_pause_times_out_waits_and_opens_the_breaker(
     assert_store_fault(job, summary, "redis")
     server.client.client_unpause()
     assert_recovered(job, summary, "redis", expected)
+
+
+def test_redis_cluster_losing_a_primary_waits_and_opens_the_breaker(
+    make_job: Any, sqlite_url: str, redis_cluster: str, kystverket_path: Path, baseline: Any  # noqa: F811
+) -> None:
+    """One primary of a three-shard Redis Cluster dies mid-run (connection refused, then
+    CLUSTERDOWN once the others mark it failed); it comes back with its own nodes.conf."""
+    expected = baseline(kystverket_path, KYSTVERKET_BATCH)
+    nodes = redis.cluster.RedisCluster.from_url(redis_cluster.partition("?")[0], decode_responses=True)
+    victim = nodes.get_primaries()[-1]
+    victim_port = int(victim.port)
+    folder = Path(sqlite_url.removeprefix("sqlite:///")).parent / f"redis-{victim_port}"  # the fixture's
+    nodes.close()
+    for primary in _cluster_ports_of(redis_cluster):
+        redis.Redis(host="127.0.0.1", port=primary).config_set("cluster-node-timeout", "500")
+    # What the victim acknowledged must survive its death (its own AOF), or no retry could
+    # bring the stores level: Breakwater cannot know what a store lost after saying yes.
+    victim_client = redis.Redis(host="127.0.0.1", port=victim_port, decode_responses=True)
+    victim_client.config_set("appendfsync", "always")
+    victim_client.config_set("appendonly", "yes")
+    wait_until(lambda: victim_client.info("persistence")["aof_rewrite_in_progress"] == 0, 30, "the first AOF")
+    victim_client.close()
+
+    def kill_a_primary() -> None:
+        os.kill(int((folder / "redis.pid").read_text()), signal.SIGKILL)
+
+    job = make_job(sqlite_url, redis_cluster, "")
+    summary = ingest_with_fault_mid_run(job, kystverket_path, kill_a_primary)
+    assert_store_fault(job, summary, "redis")
+    subprocess.run(
+        ["redis-server", "--port", str(victim_port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+         "--cluster-config-file", str(folder / "nodes.conf"), "--dir", str(folder), "--save", "",
+         "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "yes",
+         "--pidfile", str(folder / "redis.pid")],
+        check=True,
+    )  # fmt: skip
+    port = _cluster_ports_of(redis_cluster)[0]
+    wait_until(lambda: _cluster_ok(port), 60, "the cluster to be whole again")
+    assert_recovered(job, summary, "redis", expected)
+
+
+def _cluster_ports_of(url: str) -> list[int]:
+    nodes = redis.cluster.RedisCluster.from_url(url.partition("?")[0])
+    ports = [int(n.port) for n in nodes.get_primaries()]
+    nodes.close()
+    return ports
+
+
+def _cluster_ok(port: int) -> bool:
+    info = redis.Redis(host="127.0.0.1", port=port, decode_responses=True).execute_command("CLUSTER INFO")
+    return bool(info.get("cluster_state") == "ok")
 
 
 def test_redis_script_flush_mid_run_is_transparent(
