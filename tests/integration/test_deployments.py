@@ -58,7 +58,7 @@ def test_two_deployments_each_with_its_own_outage_and_retry_end_correct(
     feed = Feed(read_lines(kystverket_path))
     running = Running(a, feed.url, FAST)
     feed.send(0.3)
-    wait_until(lambda: processed(a) > 0, 60, "A's first messages")
+    wait_until(lambda: processed(a) > 0, 180, "A's first messages")
     redis_proxy.set_mode("reset")
     feed.close()
     summary_a = running.join()
