@@ -12,11 +12,21 @@
 -- A position replaces the vessel's position fields when it is newer than the position the
 -- hash holds (pos_ms, pos_digest), whichever writer or retry sends it last.
 -- A static report sets each field it carries when it is newer than the report that set that
--- field (stored beside it as "t:<field>" = "<ms>:<digest>"); static_ms/static_digest is the
--- newest static report.
+-- field; static_ms/static_digest is the newest static report. A field set by the newest static
+-- report carries that report's stamp implicitly; one set by an older report has its own
+-- stamp beside it, "t:<field>" = "<ms>:<digest>" (class A vessels repeat every field in each
+-- type 5, so most hashes hold no stamp at all).
 -- Returns {MMSIs that changed, positions written but kept out of the GEO index}.
 
 local GEO_MAX_LAT = 85.05112878
+-- write_model.STATIC_VALUE_FIELDS, and their stamps
+local STATIC_FIELDS = {'imo', 'callsign', 'name', 'ship_type', 'to_bow_m', 'to_stern_m', 'to_port_m',
+  'to_starboard_m', 'eta', 'draught_m', 'destination'}
+local STAMPED = {}
+for k, f in ipairs(STATIC_FIELDS) do
+  STAMPED[k] = f
+  STAMPED[k + #STATIC_FIELDS] = 't:' .. f
+end
 
 local function newer(t, d, ct, cd)
   return ct == nil or t > ct or (t == ct and d > cd)
@@ -52,15 +62,41 @@ for i, u in ipairs(updates) do
   else
     local changed = false
     local cur = redis.call('HMGET', key, 'static_ms', 'static_digest')
-    if newer(t, d, tonumber(cur[1]), tonumber(cur[2])) then
-      redis.call('HSET', key, 'mmsi', mmsi, 'static_ms', u[3], 'static_digest', u[4])
-      changed = true
-    end
+    local st, sd = tonumber(cur[1]), tonumber(cur[2])
     local stamp = u[3] .. ':' .. u[4]
-    for j = 1, #fields, 2 do
-      if stamp_newer(t, d, redis.call('HGET', key, 't:' .. fields[j])) then
-        redis.call('HSET', key, fields[j], fields[j + 1], 't:' .. fields[j], stamp)
-        changed = true
+    local carried = {}
+    for j = 1, #fields, 2 do carried[fields[j]] = true end
+    if newer(t, d, st, sd) then
+      if st ~= nil then
+        -- The fields the previous newest report set carry its stamp implicitly; those this
+        -- report does not replace keep that stamp explicitly from now on.
+        local held = redis.call('HMGET', key, unpack(STAMPED))
+        local old = cur[1] .. ':' .. cur[2]
+        for k, f in ipairs(STATIC_FIELDS) do
+          if not carried[f] and held[k] and not held[k + #STATIC_FIELDS] then
+            redis.call('HSET', key, 't:' .. f, old)
+          end
+        end
+      end
+      redis.call('HSET', key, 'mmsi', mmsi, 'static_ms', u[3], 'static_digest', u[4], unpack(fields))
+      for j = 1, #fields, 2 do redis.call('HDEL', key, 't:' .. fields[j]) end
+      changed = true
+    else
+      -- Older than the newest static report: a field takes this value only when no report
+      -- set it yet, or the report that did (its explicit stamp) is older still.
+      for j = 1, #fields, 2 do
+        local f = fields[j]
+        local at = redis.call('HGET', key, 't:' .. f)
+        local take
+        if at then
+          take = stamp_newer(t, d, at)
+        else
+          take = redis.call('HEXISTS', key, f) == 0
+        end
+        if take then
+          redis.call('HSET', key, f, fields[j + 1], 't:' .. f, stamp)
+          changed = true
+        end
       end
     end
     if changed then applied[#applied + 1] = mmsi end

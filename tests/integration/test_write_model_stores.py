@@ -34,7 +34,7 @@ from tests.unit.test_write_model import BASE_MS, MMSIS, batch_of, reports
 
 BUCKETS = 2  # few buckets: a failing bucket shares its script call with real updates
 SOURCE = "generated"
-PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @st.composite
@@ -220,3 +220,42 @@ def test_the_redis_script_equals_the_reference_model(redis_prefix: str) -> None:
     finally:
         sink.close()
         client.close()
+
+
+# -- exhaustively: every arrival order of a few static reports of one vessel ---------------------
+
+
+def _static(ms_s: int, digest: int, **values: Any) -> tuple[str, tuple[Any, ...]]:
+    row = (MMSIS[0], BASE_MS + ms_s * 1000, digest, 5, *(values.get(f) for f in STATIC_VALUE_FIELDS), None, "tag_block")
+    return ("s", row)
+
+
+# Fields set, superseded, set again by a newer report, and offered again by older ones; a tie.
+FIVE_STATICS = [
+    _static(1, 11, destination="OSLO", name="NORNE"),
+    _static(2, 22, callsign="LAXA"),
+    _static(5, 55, destination="BERGEN"),
+    _static(3, 33, destination="TROMSO", name="SKARV"),
+    _static(3, 34, name="HEIDRUN", callsign="LBXB"),
+]
+
+
+def test_every_order_of_five_static_reports_ends_where_the_model_does(sql_sink: SqlSink, redis_prefix: str) -> None:
+    import itertools
+
+    redis_sink = RedisSink(REDIS_URL, prefix=redis_prefix, buckets=BUCKETS)
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    want = expected(FIVE_STATICS)
+    assert want.vessel_rows()[MMSIS[0]]["destination"] == "BERGEN"
+    for order in itertools.permutations(FIVE_STATICS):
+        clear_sql(sql_sink)
+        stale = list(client.scan_iter(f"{redis_prefix}*", count=1000))
+        if stale:
+            client.delete(*stale)
+        for item in order:
+            sql_sink.write(batch_of([item], SOURCE))
+            redis_sink.write(batch_of([item], SOURCE))
+        assert sql_state(sql_sink)[1] == want.vessel_rows(), order
+        assert redis_state(client, redis_sink.keys)["vessels"] == model_as_redis(want)["vessels"], order
+    redis_sink.close()
+    client.close()

@@ -30,6 +30,10 @@ LATITUDES = (None, 59.9, -33.86, 0.0, 85.05112878, 87.065, -89.5, 90.0)
 LONGITUDES = (None, 10.7, 151.2, -180.0, 154.2, 180.0)
 
 
+# Most reports go to two vessels, so one vessel's reports meet in every order and batch.
+mmsis = st.one_of(st.sampled_from(MMSIS[:2]), st.sampled_from(MMSIS[:2]), st.sampled_from(MMSIS))
+
+
 def _digest(values: tuple[Any, ...]) -> int:
     """A CRC-32 of the content, as the decoder's payload digest: the same (MMSI, time,
     digest) is the same report, so a store keeping either copy keeps the same values."""
@@ -42,7 +46,7 @@ def _maybe(values: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 
 @st.composite
 def position_rows(draw: st.DrawFn) -> tuple[Any, ...]:
-    head = (draw(st.sampled_from(MMSIS)), BASE_MS + draw(st.integers(0, 3)) * 1000)
+    head = (draw(mmsis), BASE_MS + draw(st.integers(0, 3)) * 1000)
     body = (
         draw(st.sampled_from((1, 2, 3, 18, 27))),
         draw(st.sampled_from(LATITUDES)),
@@ -60,7 +64,7 @@ def position_rows(draw: st.DrawFn) -> tuple[Any, ...]:
 
 @st.composite
 def static_rows(draw: st.DrawFn) -> tuple[Any, ...]:
-    head = (draw(st.sampled_from(MMSIS)), BASE_MS + draw(st.integers(0, 3)) * 1000)
+    head = (draw(mmsis), BASE_MS + draw(st.integers(0, 3)) * 1000)
     body = (
         draw(st.sampled_from((5, 19, 24))),
         draw(_maybe(st.sampled_from((9000001, 9000002)))),  # imo
