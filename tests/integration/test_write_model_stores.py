@@ -170,6 +170,7 @@ def redis_state(client: Any, keys: RedisKeys) -> dict[str, Any]:
             vessels[mmsi] = {
                 **{f: data.get(f) for f in STATIC_VALUE_FIELDS},
                 "static_received_ms": data["static_ms"],
+                "stamps": {k: v for k, v in data.items() if k.startswith("t:")},
             }
     geo = {int(m) for b in range(keys.buckets) for m in client.zrange(keys.geo(b), 0, -1)}
     off_geo = {int(m) for b in range(keys.buckets) for m in client.smembers(keys.off_geo(b))}
@@ -179,9 +180,16 @@ def redis_state(client: Any, keys: RedisKeys) -> dict[str, Any]:
 def model_as_redis(model: WriteModel) -> dict[str, Any]:
     """The model as the hash holds it: strings, and no field for a value never carried."""
     latest = {m: {f: _text(v) for f, v in row.items()} for m, row in model.latest_rows().items()}
-    vessels = {
+    vessels: dict[int, dict[str, Any]] = {
         m: {f: (None if v is None else str(v)) for f, v in row.items()} for m, row in model.vessel_rows().items()
     }
+    for mmsi, statics in model.statics.items():
+        # A field set by a report other than the newest static one keeps that report's stamp.
+        vessels[mmsi]["stamps"] = {
+            f"t:{name}": f"{field.order[0]}:{field.order[1]}"
+            for name, field in statics.fields.items()
+            if field.order != statics.newest
+        }
     return {
         "latest": latest,
         "vessels": vessels,
