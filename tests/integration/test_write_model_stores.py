@@ -267,3 +267,47 @@ def test_every_order_of_five_static_reports_ends_where_the_model_does(sql_sink: 
         assert redis_state(client, redis_sink.keys)["vessels"] == model_as_redis(want)["vessels"], order
     redis_sink.close()
     client.close()
+
+
+def test_a_concurrent_writer_of_the_same_vessel_waits_and_reads_the_newer_report(postgres_url: str) -> None:
+    """An ingest writer and a drain may write one vessel at once. Each merge reads the
+    history, so the second must see the first's report: without the per-vessel lock it merged
+    from a snapshot taken before the first committed and set the destination back.
+
+    A third connection holds the vessel's row, so both writers are caught mid-transaction
+    (the first holding its new history row, the second with its merge started), then lets go."""
+    import threading
+
+    import psycopg
+
+    from tests.integration.test_resilience import wait_until
+
+    check_database(postgres_url, timeout_s=5)
+    first = SqlSink(postgres_url)
+    first.write(batch_of([_static(1, 11, destination="OSLO")], SOURCE))
+    newer, older = _static(5, 55, destination="BERGEN"), _static(3, 33, destination="TROMSO")
+    watcher = psycopg.connect(postgres_url, autocommit=True)
+
+    def waiting() -> int:
+        query = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        return int(watcher.execute(query).fetchone()[0])  # type: ignore[index]
+
+    blocker = psycopg.connect(postgres_url)
+    blocker.execute("SELECT 1 FROM vessels WHERE mmsi = %s FOR UPDATE", (MMSIS[0],))
+    sinks = [SqlSink(postgres_url), SqlSink(postgres_url)]
+    threads = [
+        threading.Thread(target=sink.write, args=(batch_of([item], SOURCE),))
+        for sink, item in zip(sinks, (newer, older), strict=True)
+    ]
+    threads[0].start()
+    wait_until(lambda: waiting() == 1, 30, "the first writer to wait for the vessel's row")
+    threads[1].start()
+    wait_until(lambda: waiting() == 2, 30, "the second writer to wait")
+    blocker.rollback()
+    for thread in threads:
+        thread.join()
+    assert sql_state(first)[1][MMSIS[0]]["destination"] == "BERGEN"
+    for closing in (blocker, watcher):
+        closing.close()
+    for sink in (first, *sinks):
+        sink.close()
