@@ -508,7 +508,9 @@ def test_a_newer_report_without_a_position_keeps_the_known_one(sql_sink: SqlSink
     redis_sink.close()
 
 
-def test_a_polar_position_is_kept_counted_and_answered_from_sql(postgres_url: str, redis_prefix: str) -> None:
+def test_a_polar_position_is_kept_counted_and_answered_from_sql(
+    postgres_url: str, redis_prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """GEOADD refuses |lat| > 85.05112878: the script used to fail after writing the hash,
     and `breakwater nearby 87.065 154.2` raised ResponseError."""
     from breakwater.client import Client
@@ -535,6 +537,12 @@ def test_a_polar_position_is_kept_counted_and_answered_from_sql(postgres_url: st
         assert client.latest(257000001).lat == 87.065  # type: ignore[union-attr]
         with pytest.raises(ValueError, match="SQL store"):
             client.redis.nearby(87.065, 154.2, 10)  # type: ignore[union-attr]
+    from breakwater.cli import main
+
+    stores = ["--database-url", postgres_url, "--redis-url", REDIS_URL, "--redis-prefix", redis_prefix]
+    capsys.readouterr()
+    assert main([*stores, "nearby", "87.065", "154.2"]) == 0  # the issue's command; it raised ResponseError
+    assert "257000001" in capsys.readouterr().out
     # A later position inside GEO's latitudes puts the vessel back in the index.
     redis_sink.write(ReportBatch("polar", 0, positions=[_position(257000001, t + 1000, 80.0, 154.2)]))
     assert live.zscore(keys.geo(keys.bucket(257000001)), "257000001") is not None
