@@ -161,11 +161,12 @@ class Ingest:
         self._pushed: Counter[str] = Counter()
         self._last_push = 0.0
         self._started_at: datetime | None = None
+        self._threads: list[_SourceThread] = []
 
     def run(self, sources: Iterable[Source]) -> IngestSummary:
         started = self.clock()
         self._started_at = datetime.fromtimestamp(self.wall_clock(), UTC)
-        threads = self._start_readers(list(sources))
+        threads = self._threads = self._start_readers(list(sources))
         batches: queue.Queue[Any] = threads[0].out if threads else queue.Queue()
         open_threads = len(threads)
         while open_threads:
@@ -207,6 +208,7 @@ class Ingest:
     def _submit(self, batch: LineBatch) -> None:
         while len(self._in_flight) >= self.max_in_flight or self._held:
             self._collect(timeout_s=1.0)
+            self._maybe_push_metrics(self._threads)  # held back for long: operators still see it
             if self._held and not self.cluster.dlq_full():
                 log.warning("dead-letter queue below its limits again: reading resumes")
                 self._held = False

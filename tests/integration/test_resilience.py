@@ -508,7 +508,7 @@ def test_a_full_queue_holds_the_reader_back_until_it_drains(
     feed.send(0.6)
     # While full, nothing more is submitted: the processed count does not move.
     wait_until(
-        lambda: ray.get(metrics.summary.remote()).get("ais_batches_in_flight") == 0, 30, "in-flight batches to finish"
+        lambda: ray.get(metrics.summary.remote()).get("ais_batches_in_flight") == 0, 180, "in-flight batches to finish"
     )
     assert processed(job) <= held_at + 1000 * 2  # at most the batches already in flight
     redis_proxy.set_mode("up")  # the scheduler drains, the reader resumes

@@ -99,3 +99,55 @@ def test_both_captures_in_one_job_with_a_second_sink_down(
 def test_conservation_catches_a_missing_count() -> None:
     counts = {acc.LINES_READ: 10, acc.LINES_DECODED: 8, acc.rejected("not_ais"): 1}
     assert acc.conservation_errors(counts, []) == ["lines: read 10 != decoded + rejected + pending 9"]
+
+
+class HeldBackCluster(InProcessCluster):
+    """A batch finishes only at the second look, and its writers find the queue full; the
+    queue then stays full for a few polls of the held-back reader."""
+
+    def __init__(self, *args: object, polls_full: int) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.polls_full = polls_full
+        self.resumed = False
+        self.seen: set[int] = set()
+        self.pushed_before_resuming: list[dict[str, float]] = []
+
+    def submit(self, batch: object) -> object:
+        outcome = super().submit(batch)
+        outcome.dlq_full = True  # type: ignore[attr-defined]
+        return outcome
+
+    def wait(self, tickets: list[object], timeout_s: float) -> list[tuple[object, object]]:
+        ready = [t for t in tickets if id(t) in self.seen]
+        self.seen.update(id(t) for t in tickets)
+        return [(t, t) for t in ready]
+
+    def dlq_full(self) -> bool:
+        self.polls_full -= 1
+        self.resumed = self.resumed or self.polls_full < 0
+        return not self.resumed
+
+    def push_metrics(self, delta: object) -> None:
+        super().push_metrics(delta)
+        if not self.resumed:
+            self.pushed_before_resuming.append({name: v for (name, _), v in delta.gauges.items()})  # type: ignore[attr-defined]
+
+
+def test_metrics_keep_flowing_while_a_full_queue_holds_the_reader_back(tmp_path: Path, kystverket_path: Path) -> None:
+    queue = DeadLetterQueue(DeadLetterConfig(path=tmp_path / "dlq.sqlite3"))
+    gates = {"db": SinkGate(CircuitBreaker("db", BreakerConfig()))}
+    writers = [ShardWriter([MemorySink("db")], gates, queue, job_id="job")]
+    cluster = HeldBackCluster(writers, queue, "job", polls_full=5)
+    ticks = iter(range(100_000))  # every clock reading one second later: a push is always due
+    loop = Ingest(
+        cluster, job_id="job", max_in_flight=1, reader=ReaderOptions(max_lines=300), metrics_interval_s=1.0,
+        clock=lambda: float(next(ticks)),
+    )  # fmt: skip
+    summary = loop.run([FileSource(kystverket_path)])
+    assert summary.ok
+    # Held back, the driver still ships its gauges: nothing in flight, the queue full. (It used
+    # to ship nothing until reading resumed, so the last in-flight count stayed on the dashboards.)
+    shipped = [
+        {k: g[k] for k in ("ais_batches_in_flight", "ais_dlq_full") if k in g} for g in cluster.pushed_before_resuming
+    ]
+    assert {"ais_batches_in_flight": 0, "ais_dlq_full": 1} in shipped
