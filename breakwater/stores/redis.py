@@ -73,7 +73,13 @@ def check_redis(url: str, *, timeout_s: float) -> None:
         client.ping()
         client.close()
     except (redis.RedisError, OSError, ValueError) as e:
-        raise ConfigError(REDIS_SETTING, f"cannot use {mask_url(url)}: {redact(str(e), url)}") from e
+        raise cannot_use(url, e) from e
+
+
+def cannot_use(url: str, error: Exception) -> ConfigError:
+    """The one line that names the setting and the client's own reason, password masked."""
+    cause = redact(str(error), url) or type(error).__name__
+    return ConfigError(REDIS_SETTING, f"cannot use {mask_url(url)}: {cause}")
 
 
 def _text(value: Any) -> str:
@@ -245,11 +251,7 @@ class RedisQueries:
         try:
             self.client = client or connect(url, timeout_s=timeout_s)
         except (redis.RedisError, ValueError) as e:
-            raise self._cannot_use(e) from e
-
-    def _cannot_use(self, error: Exception) -> ConfigError:
-        cause = redact(str(error), self.url) or type(error).__name__
-        return ConfigError(REDIS_SETTING, f"cannot use {mask_url(self.url)}: {cause}")
+            raise cannot_use(self.url, e) from e
 
     @contextmanager
     def _answering(self) -> Iterator[None]:
@@ -259,7 +261,7 @@ class RedisQueries:
                 self._pinged = True
             yield
         except (redis.RedisError, OSError) as e:
-            raise self._cannot_use(e) from e
+            raise cannot_use(self.url, e) from e
 
     def close(self) -> None:
         self.client.close()
