@@ -89,6 +89,7 @@ def writer_actor(
             name=writer_name(job_id, shard),
             namespace=settings.namespace,
             num_cpus=0,
+            max_concurrency=WriterActor.CONCURRENCY,
             max_restarts=-1,
             max_task_retries=-1,
         )

@@ -22,7 +22,7 @@ from breakwater.breaker import BreakerView, CallOutcome
 from breakwater.config import Settings
 from breakwater.dead_letters import DeadLetter, EnqueueResult, Failure
 from breakwater.deployment import Deployment
-from breakwater.errors import BreakwaterError, ClusterTimeout, ConfigError, NotRunningError
+from breakwater.errors import BreakwaterError, ClusterTimeout, ConfigError, NotRunningError, QueueUnavailable
 from breakwater.framing import LineBatch
 from breakwater.metrics import MetricDelta
 from breakwater.pipeline import BatchOutcome
@@ -84,7 +84,14 @@ class DeadLetterHandle(_ActorHandle):
     label = "the dead-letters actor"
 
     def enqueue(self, sink: str, rows_by_kind: dict[str, list[Any]], **kw: Any) -> EnqueueResult:
-        return self._get(self.actor.enqueue.remote(sink, rows_by_kind, **kw))  # type: ignore[no-any-return]
+        """QueueUnavailable when the actor does not answer in time or is gone for good; the
+        writer tries again (the journal's unique key makes a repeat a duplicate)."""
+        try:
+            return self._get(self.actor.enqueue.remote(sink, rows_by_kind, **kw))  # type: ignore[no-any-return]
+        except ClusterTimeout as e:
+            raise QueueUnavailable(str(e)) from e
+        except ray.exceptions.RayActorError as e:
+            raise QueueUnavailable(f"the dead-letters actor is gone: {type(e).__name__}") from e
 
     def is_full(self) -> bool:
         return self._get(self.actor.is_full.remote())  # type: ignore[no-any-return]

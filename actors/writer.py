@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -9,32 +10,54 @@ from breakwater.config import Settings
 from breakwater.gate import gates_for
 from breakwater.reports import ReportBatch
 from breakwater.stores import open_sinks
+from breakwater.stores.base import SINK_DB, SINK_REDIS
 from breakwater.writer import ShardWriter, WriteReport
 
 
+def stall_thresholds(settings: Settings) -> dict[str, float]:
+    """A sink's lane counts as stalled once a call has taken half the store's own timeout:
+    a call that slow will most likely time out, and the batches behind it should not wait."""
+    return {SINK_DB: settings.store_timeout_s / 2, SINK_REDIS: settings.redis_timeout_s / 2}
+
+
 class WriterActor:
-    """A `ShardWriter` with its own store connections; it ships its metrics to the metrics
-    actor at most once per `metrics_push_interval_s`, piggy-backed on writes."""
+    """A `ShardWriter` with its own store connections. It runs several calls at once
+    (`CONCURRENCY`, a threaded actor) so that one sink's lane stalled on a frozen store
+    never holds the other sink's writes back. It ships its metrics to the metrics actor at
+    most once per `metrics_push_interval_s`, piggy-backed on writes."""
+
+    CONCURRENCY = 4
 
     def __init__(self, settings: Settings, breakers: dict[str, Any], dead_letters: Any, metrics: Any) -> None:
         gates = gates_for(breakers, report_interval_s=settings.breaker_report_interval_s)
-        self.writer = ShardWriter(open_sinks(settings), gates, dead_letters, job_id="")
+        self.writer = ShardWriter(
+            open_sinks(settings),
+            gates,
+            dead_letters,
+            job_id="",
+            stall_after_s=stall_thresholds(settings),
+            queue_wait_s=settings.queue_wait_s,
+        )
         self.metrics = metrics
         self.push_interval_s = settings.metrics_push_interval_s
         self._last_push = 0.0
+        self._push_lock = threading.Lock()
 
     def write(self, batch: ReportBatch, batch_id: str, job_id: str) -> WriteReport:
         self.writer.job_id = job_id
         report = self.writer.write(batch, batch_id)
         if time.monotonic() - self._last_push >= self.push_interval_s:
-            self.flush()
+            self._push_metrics()
         return report
 
     def flush(self) -> None:
         """Report breaker outcomes and ship metrics now (the job calls this at its end)."""
-        for gate in self.writer.gates.values():
-            gate.flush()
-        delta = self.writer.drain_metrics()
-        if delta and self.metrics is not None:
-            self.metrics.push(delta)
-        self._last_push = time.monotonic()
+        self.writer.flush_gates()
+        self._push_metrics()
+
+    def _push_metrics(self) -> None:
+        with self._push_lock:
+            delta = self.writer.drain_metrics()
+            if delta and self.metrics is not None:
+                self.metrics.push(delta)
+            self._last_push = time.monotonic()

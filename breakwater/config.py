@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     )
     ray_timeout_s: float = Field(60.0, gt=0, description="longest wait for any one Ray call or for joining a cluster")
     drain_timeout_s: float = Field(3600.0, gt=0, description="longest wait for a whole drain run by the scheduler")
+    queue_wait_s: float = Field(
+        600.0, gt=0, description="how long a writer keeps trying a dead-letter queue that does not answer"
+    )
     writers: int = Field(2, ge=1, le=256, description="persistence actors (MMSI shards)")
     batch_lines: int = Field(5000, ge=1, description="lines per batch handed to a decode task")
     flush_interval_ms: int = Field(500, ge=1, description="a live feed's batch is cut after this long")

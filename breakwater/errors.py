@@ -71,6 +71,11 @@ class ClusterTimeout(BreakwaterError):
     or the actor is gone and not coming back. Nothing waits forever on it."""
 
 
+class QueueUnavailable(ClusterTimeout):
+    """The dead-letter queue did not take a batch (its actor did not answer, or is gone):
+    the writer holds the batch unacknowledged and tries again."""
+
+
 class NotRunningError(BreakwaterError):
     """An operation needs a running Breakwater cluster (its named actors) and none was found.
 

@@ -57,6 +57,18 @@ CATALOG: dict[str, MetricDef] = {
         MetricDef("ais_messages_failed_db", "counter", "Reports the database did not take (error or open breaker)."),
         MetricDef("ais_duplicates", "counter", "Reports that changed nothing: already stored.", ("sink",)),
         MetricDef("ais_dead_lettered", "counter", "Records moved to the dead-letter store.", ("sink",)),
+        MetricDef(
+            "ais_lane_diverted",
+            "counter",
+            "Records sent to the dead-letter queue because their sink's lane was stalled on a slow call.",
+            ("sink",),
+        ),
+        MetricDef(
+            "ais_dlq_unanswered",
+            "counter",
+            "Enqueues the dead-letter queue did not answer in time (the writer tried again).",
+            ("sink",),
+        ),
         MetricDef("ais_retries", "counter", "Dead-letter retries, by outcome.", ("sink", "outcome")),
         MetricDef("circuit_breaker_trips", "counter", "Times a breaker opened.", ("breaker",)),
         MetricDef("circuit_breaker_state", "gauge", "Breaker state: 0 closed, 1 half-open, 2 open.", ("breaker",)),
@@ -126,20 +138,25 @@ class MetricsBuffer:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
         self._delta = MetricDelta()
+        self._lock = threading.Lock()  # a writer's sink lanes count from their own threads
 
     def inc(self, name: str, n: float = 1, **labels: str) -> None:
         if n:
             key = (name, _labels(labels))
-            self._delta.counters[key] = self._delta.counters.get(key, 0) + n
+            with self._lock:
+                self._delta.counters[key] = self._delta.counters.get(key, 0) + n
 
     def set(self, name: str, value: float, **labels: str) -> None:
-        self._delta.gauges[(name, _labels(labels))] = value
+        with self._lock:
+            self._delta.gauges[(name, _labels(labels))] = value
 
     def observe(self, name: str, seconds: float, weight: float = 1.0, **labels: str) -> None:
-        self._delta.observations.append((name, _labels(labels), self.clock(), seconds, weight))
+        with self._lock:
+            self._delta.observations.append((name, _labels(labels), self.clock(), seconds, weight))
 
     def drain(self) -> MetricDelta:
-        delta, self._delta = self._delta, MetricDelta()
+        with self._lock:
+            delta, self._delta = self._delta, MetricDelta()
         return delta
 
 

@@ -12,23 +12,35 @@ sink it asks the sink's gate what to do:
 - or divert the batch to the dead-letter queue at once, without touching the sink and
   without an exception per record, when the breaker is open.
 
+Each sink has its own lane (a bulkhead): the sinks' parts of a batch are written in
+parallel, each lane's calls one at a time, and while a lane's call has run longer than its
+`stall_after_s` (half the store's own timeout) the parts that reach that lane go to the
+dead-letter queue at once instead of queueing behind it. A frozen Redis therefore costs the
+database path nothing, nor a slow database the Redis path; the breaker still decides when
+the frozen store is tried again.
+
 `write` returns the counts the job summary needs, and only after the dead-letter queue
-has journaled what it was given: nothing acknowledged is only in memory.
+has journaled what it was given: nothing acknowledged is only in memory. When the queue
+does not answer, the writer keeps trying for `queue_wait_s` and the batch stays
+unacknowledged meanwhile, which holds the reader back; then it gives up with
+`QueueUnavailable` and the job stops, having acknowledged nothing it did not journal.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from breakwater import accounting as acc
 from breakwater.breaker import counts_as_failure
 from breakwater.dead_letters import BREAKER_OPEN_ERROR, EnqueueResult, Failure
-from breakwater.errors import PoisonRecord, StoreError, StoreUnavailable
+from breakwater.errors import PoisonRecord, QueueUnavailable, StoreError, StoreUnavailable
 from breakwater.gate import SinkGate, Verdict
 from breakwater.metrics import E2E_LATENCY, MetricDelta, MetricsBuffer
 from breakwater.reports import ReportBatch
@@ -37,6 +49,7 @@ from breakwater.stores.base import SINK_DB, SINK_REDIS, Sink, WriteResult
 log = logging.getLogger("breakwater.writer")
 
 FAILED_METRIC = {SINK_DB: "ais_messages_failed_db", SINK_REDIS: "ais_messages_failed_redis"}
+LANE_STALLED_ERROR = "LaneStalled"
 
 
 class DeadLetterLink(Protocol):
@@ -62,6 +75,45 @@ class WriteReport:
 
     counts: Counter[str] = field(default_factory=Counter)
     dlq_full: bool = False
+
+    def add(self, other: WriteReport) -> None:
+        self.counts.update(other.counts)
+        self.dlq_full = self.dlq_full or other.dlq_full
+
+
+class Lane:
+    """One sink's lane in a writer: its calls go one at a time, and a call that has run for
+    longer than `stall_after_s` stalls the lane. `enter` waits for the lane while it is
+    merely busy and returns False, at once, while it is stalled."""
+
+    def __init__(self, stall_after_s: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stall_after_s = stall_after_s
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._since: float | None = None
+
+    def enter(self) -> bool:
+        if self.stall_after_s is None:
+            self._lock.acquire()
+        else:
+            while not self._lock.acquire(timeout=max(self._until_stalled(), 0.001)):
+                if self._until_stalled() <= 0:
+                    return False
+        self._since = self.clock()
+        return True
+
+    def leave(self) -> None:
+        self._since = None
+        self._lock.release()
+
+    def busy_for(self) -> float:
+        since = self._since
+        return 0.0 if since is None else self.clock() - since
+
+    def _until_stalled(self) -> float:
+        assert self.stall_after_s is not None
+        since = self._since
+        return self.stall_after_s if since is None else since + self.stall_after_s - self.clock()
 
 
 def restrict(batch: ReportBatch, kinds: frozenset[str]) -> ReportBatch:
@@ -100,19 +152,42 @@ class ShardWriter:
         *,
         job_id: str,
         clock: Callable[[], float] = time.time,
+        stall_after_s: dict[str, float] | None = None,
+        queue_wait_s: float = 600.0,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.sinks = sinks
         self.gates = gates
         self.dead_letters = dead_letters
         self.job_id = job_id
         self.clock = clock
+        self.sleep = sleep
+        self.queue_wait_s = queue_wait_s
         self.metrics = MetricsBuffer(clock)
+        self._queue_lock = threading.Lock()  # the link may be the in-process queue: one connection
+        stalls = stall_after_s or {}
+        self.lanes = {sink.name: Lane(stalls.get(sink.name)) for sink in sinks}
+        # Room for every sink of every concurrent call (actors/writer.py: max_concurrency).
+        self._pool = ThreadPoolExecutor(max_workers=8 * len(sinks), thread_name_prefix="lane")
 
     def close(self) -> None:
-        for gate in self.gates.values():
-            gate.flush()
+        self.flush_gates()
+        self._pool.shutdown()
         for sink in self.sinks:
             sink.close()
+
+    def flush_gates(self) -> None:
+        """Report buffered breaker outcomes. A gate is touched only from inside its lane; a
+        stalled lane's gate reports when its call returns."""
+        for name, gate in self.gates.items():
+            lane = self.lanes.get(name)
+            if lane is None:
+                gate.flush()
+            elif lane.enter():
+                try:
+                    gate.flush()
+                finally:
+                    lane.leave()
 
     def drain_metrics(self) -> MetricDelta:
         for name, gate in self.gates.items():
@@ -120,21 +195,41 @@ class ShardWriter:
         return self.metrics.drain()
 
     def write(self, batch: ReportBatch, batch_id: str) -> WriteReport:
+        parts = [(sink, restrict(batch, sink.kinds)) for sink in self.sinks]
+        parts = [(sink, part) for sink, part in parts if len(part)]
         report = WriteReport()
-        for sink in self.sinks:
-            part = restrict(batch, sink.kinds)
-            if not len(part):
-                continue
-            report.counts[acc.sink(sink.name, "received")] += len(part)
-            part, superseded = sink.prepare(part)
-            report.counts[acc.sink(sink.name, acc.OUTCOME_DUPLICATE)] += superseded
-            self.metrics.inc("ais_duplicates", superseded, sink=sink.name)
-            if len(part):
-                self._write_sink(sink, part, batch_id, report)
+        if len(parts) > 1:
+            for lane_report in self._pool.map(lambda p: self._write_lane(p[0], p[1], batch_id), parts):
+                report.add(lane_report)
+        else:
+            for sink, part in parts:
+                report.add(self._write_lane(sink, part, batch_id))
         if len(batch):
             latency = max(0.0, self.clock() - batch.read_ms / 1000)
             self.metrics.observe(E2E_LATENCY, latency, len(batch))
             self.metrics.set("ais_last_ingest_timestamp_seconds", self.clock())
+        return report
+
+    def _write_lane(self, sink: Sink, part: ReportBatch, batch_id: str) -> WriteReport:
+        """One sink's part of a batch, in that sink's lane."""
+        report = WriteReport()
+        report.counts[acc.sink(sink.name, "received")] += len(part)
+        part, superseded = sink.prepare(part)
+        report.counts[acc.sink(sink.name, acc.OUTCOME_DUPLICATE)] += superseded
+        self.metrics.inc("ais_duplicates", superseded, sink=sink.name)
+        if not len(part):
+            return report
+        lane = self.lanes[sink.name]
+        if not lane.enter():
+            stalled = f"an earlier {sink.name} write has not returned for {lane.busy_for():.1f} s"
+            failure = Failure(LANE_STALLED_ERROR, stalled, self.gates[sink.name].view.state.name, self.clock())
+            self.metrics.inc("ais_lane_diverted", len(part), sink=sink.name)
+            self._to_dead_letters(sink.name, part, batch_id, failure, report)
+            return report
+        try:
+            self._write_sink(sink, part, batch_id, report)
+        finally:
+            lane.leave()
         return report
 
     def _write_sink(self, sink: Sink, part: ReportBatch, batch_id: str, report: WriteReport) -> None:
@@ -244,16 +339,7 @@ class ShardWriter:
         report: WriteReport,
         next_retry_at: float | None = None,
     ) -> None:
-        result = self.dead_letters.enqueue(
-            sink,
-            rows_by_kind(part),
-            source=part.source,
-            job_id=self.job_id,
-            batch_id=batch_id,
-            read_ms=part.read_ms,
-            failure=failure,
-            next_retry_at=next_retry_at,
-        )
+        result = self._enqueue(sink, part, batch_id, failure, next_retry_at)
         report.counts[acc.sink(sink, acc.OUTCOME_DLQ)] += result.accepted
         report.counts[acc.sink(sink, acc.OUTCOME_DUPLICATE)] += result.duplicates
         self.metrics.inc("ais_duplicates", result.duplicates, sink=sink)
@@ -262,6 +348,38 @@ class ShardWriter:
         self.metrics.inc(FAILED_METRIC.get(sink, "ais_messages_failed_db"), result.accepted)
         if not failure.transient:
             self.metrics.inc("ais_dead_lettered", result.accepted, sink=sink)
+
+    def _enqueue(
+        self, sink: str, part: ReportBatch, batch_id: str, failure: Failure, next_retry_at: float | None
+    ) -> EnqueueResult:
+        """Journal a part, trying again while the queue does not answer (each try has its
+        own timeout; a repeated enqueue of the same records counts them as duplicates, never
+        twice). Until it answers, this batch is unacknowledged and holds the reader back."""
+        gave_up_at = self.clock() + self.queue_wait_s
+        pause = 0.5
+        while True:
+            try:
+                with self._queue_lock:
+                    return self.dead_letters.enqueue(
+                        sink,
+                        rows_by_kind(part),
+                        source=part.source,
+                        job_id=self.job_id,
+                        batch_id=batch_id,
+                        read_ms=part.read_ms,
+                        failure=failure,
+                        next_retry_at=next_retry_at,
+                    )
+            except QueueUnavailable as error:
+                self.metrics.inc("ais_dlq_unanswered", 1, sink=sink)
+                if self.clock() + pause > gave_up_at:
+                    raise QueueUnavailable(
+                        f"{error}; gave up after queue_wait_s={self.queue_wait_s:g} s with {len(part)} {sink} "
+                        f"records of batch {batch_id} unacknowledged (rerun the job: writes are idempotent)"
+                    ) from error
+                log.warning("the dead-letter queue did not answer, trying again in %.1f s: %s", pause, error)
+                self.sleep(pause)
+                pause = min(pause * 2, 10.0)
 
     def _count(self, sink: str, result: WriteResult, report: WriteReport) -> None:
         report.counts[acc.sink(sink, acc.OUTCOME_WRITTEN)] += result.written
