@@ -37,6 +37,7 @@ class WriterActor:
             job_id="",
             stall_after_s=stall_thresholds(settings),
             queue_wait_s=settings.queue_wait_s,
+            on_queue_silent=self._push_metrics,
         )
         self.metrics = metrics
         self.push_interval_s = settings.metrics_push_interval_s

@@ -155,6 +155,7 @@ class ShardWriter:
         stall_after_s: dict[str, float] | None = None,
         queue_wait_s: float = 600.0,
         sleep: Callable[[float], None] = time.sleep,
+        on_queue_silent: Callable[[], None] | None = None,
     ) -> None:
         self.sinks = sinks
         self.gates = gates
@@ -163,6 +164,7 @@ class ShardWriter:
         self.clock = clock
         self.sleep = sleep
         self.queue_wait_s = queue_wait_s
+        self.on_queue_silent = on_queue_silent  # ships the count at once: an operator should see it
         self.metrics = MetricsBuffer(clock)
         self._queue_lock = threading.Lock()  # the link may be the in-process queue: one connection
         stalls = stall_after_s or {}
@@ -372,6 +374,8 @@ class ShardWriter:
                     )
             except QueueUnavailable as error:
                 self.metrics.inc("ais_dlq_unanswered", 1, sink=sink)
+                if self.on_queue_silent is not None:
+                    self.on_queue_silent()
                 if self.clock() + pause > gave_up_at:
                     raise QueueUnavailable(
                         f"{error}; gave up after queue_wait_s={self.queue_wait_s:g} s with {len(part)} {sink} "

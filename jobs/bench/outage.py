@@ -21,7 +21,8 @@ from urllib.parse import urlsplit
 
 from jobs.bench import ROOT, log
 from jobs.bench.runners import bench_env, run_breakwater
-from jobs.bench.scenarios import Context
+from jobs.bench.sampling import steady_db_rate
+from jobs.bench.scenarios import Context, _ratio
 
 BREAKER_OPEN, BREAKER_CLOSED = 2, 0  # values of the circuit_breaker_state gauge
 Timeline = list[dict[str, float]]
@@ -71,6 +72,7 @@ def _phase(timeline: Timeline, start: float | None, end: float | None) -> dict[s
     out["msgs_per_s"] = round((m1 - m0) / (t1 - t0), 1) if t1 > t0 else None
     for key in ("redis_written", "redis_dlq", "db_written"):
         out[key] = _at(timeline, end, key)[1] - _at(timeline, start, key)[1]
+    out["db_written_per_s"] = round(out["db_written"] / (t1 - t0), 1) if t1 > t0 else None
     return out
 
 
@@ -99,6 +101,7 @@ def scenario_outage(ctx: Context, corpus: Path, corpus_info: dict[str, Any], exp
     timeline = run["timeline"]
     end = timeline[-1]["t"] if timeline else None
     stores = ctx.scratch.contents(db, prefix)
+    during = _phase(timeline, switch.down_at, switch.up_at or end)
     return {
         "corpus": corpus_info,
         "outage_mode": ctx.outage_mode,
@@ -108,9 +111,12 @@ def scenario_outage(ctx: Context, corpus: Path, corpus_info: dict[str, Any], exp
         "job_ended_during_outage": switch.up_at is None,
         "throughput": {
             "before": _phase(timeline, switch.first_progress_at, switch.down_at),
-            "during": _phase(timeline, switch.down_at, switch.up_at or end),
+            "during": during,
             "after": _phase(timeline, switch.up_at, end),
         },
+        # The bulkhead: the database's rate while Redis is out, over a run's without an outage.
+        "db_written_per_s_without_outage": ctx.reference_db_per_s,
+        "db_rate_during_over_without": _ratio(during.get("db_written_per_s"), ctx.reference_db_per_s),
         "breaker_opened_after_s": _first_after(timeline, switch.down_at, lambda p: p["redis_breaker"] == BREAKER_OPEN),
         "breaker_closed_after_up_s": _first_after(
             timeline, switch.up_at, lambda p: p["redis_breaker"] == BREAKER_CLOSED
@@ -142,7 +148,8 @@ def _reference_stores(ctx: Context, corpus: Path) -> dict[str, Any]:
         timeout_s=ctx.timeout_s,
     )
     stores = ctx.scratch.contents(db, prefix)
-    log(f"  exit {ref['exit_code']}, {ref.get('msgs_per_s')} msg/s steady")
+    ctx.reference_db_per_s = steady_db_rate(ref.get("timeline") or [])
+    log(f"  exit {ref['exit_code']}, {ref.get('msgs_per_s')} msg/s steady, {ctx.reference_db_per_s} db rows/s")
     return stores
 
 

@@ -249,3 +249,14 @@ class MetricsPoller(threading.Thread):
                 self.on_tick(now, point)
             tick += 1
             self.stop.wait(self.interval_s)
+
+
+def steady_db_rate(timeline: list[dict[str, float]]) -> float | None:
+    """Database rows written per second from the first written row to the last: the rate of
+    a run without an outage, to hold the rate during one against (the bulkhead's measure)."""
+    written = [p for p in timeline if p["db_written"] > 0]
+    if len(written) < 2:
+        return None
+    final = next(p for p in written if p["db_written"] == written[-1]["db_written"])
+    span = final["t"] - written[0]["t"]
+    return round((final["db_written"] - written[0]["db_written"]) / span, 1) if span > 0 else None

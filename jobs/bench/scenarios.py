@@ -22,6 +22,7 @@ from typing import Any
 
 from jobs.bench import ROOT, log
 from jobs.bench.runners import run_breakwater, run_plain
+from jobs.bench.sampling import steady_db_rate
 from jobs.bench.scratch import Scratch
 
 DATA = Path(os.environ.get("BENCH_CAPTURES_DIR", ROOT / "data"))
@@ -45,6 +46,7 @@ class Context:
         self.reset_timeout_s = args.reset_timeout_s
         self.repeat = args.repeat
         self.reference_stores: dict[str, Any] | None = None
+        self.reference_db_per_s: float | None = None  # database rows/s of that run
 
 
 def make_corpus(lines: int, tmp: Path) -> tuple[Path, dict[str, Any]]:
@@ -92,7 +94,9 @@ def _throughput_round(ctx: Context, corpus: Path, r: int) -> dict[str, dict[str,
     bw, db, prefix = breakwater_on_scratch(ctx, corpus, f"bw{r}", f"throughput{r}")
     bw["stores"] = ctx.scratch.contents(db, prefix)
     log(f"  exit {bw['exit_code']}, {bw.get('msgs_per_s')} msg/s steady, wall {bw['wall_s']} s")
-    ctx.reference_stores = ctx.reference_stores or bw["stores"]
+    if ctx.reference_stores is None:
+        ctx.reference_stores = bw["stores"]
+        ctx.reference_db_per_s = steady_db_rate(bw.get("timeline") or [])
     return {"decode_only": decode, "plain_script": plain, "breakwater": bw}
 
 

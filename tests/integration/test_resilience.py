@@ -8,6 +8,8 @@ A fault-injecting proxy (jobs/fault_proxy.py) stands between Breakwater and the 
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import threading
 import time
@@ -366,6 +368,45 @@ def test_killing_the_dead_letter_queue_and_a_writer_mid_run_loses_nothing(
     assert_drained(job, summary, ["redis"])
     assert_redis_matches_sql(redis_prefix, postgres_url)
     assert_no_duplicate_rows(postgres_url)
+
+
+def dlq_actor_pid(job: Job) -> int:
+    return int(ray.get(actor(job, "dead-letters").__ray_call__.remote(lambda _self: os.getpid()), timeout=60))
+
+
+def test_a_dead_letter_queue_that_stops_answering_holds_the_batch_and_nothing_is_lost(
+    make_job: Any, postgres_url: str, redis_prefix: str, redis_proxy: FaultProxy, amsa_path: Path
+) -> None:
+    """The queue actor's process is frozen (SIGSTOP: alive, never answering) while Redis is
+    out. Writers' enqueues time out (ray_timeout_s), the batches stay unacknowledged and are
+    journaled when it answers again: every record once, none lost, none written twice."""
+    job = make_job(postgres_url, proxied(REDIS_URL, redis_proxy), redis_prefix)
+    feed = Feed(read_lines(amsa_path))
+    running = Running(job, feed.url, (*FAST, "--set", "ray_timeout_s=20"))
+    feed.send(0.2)
+    wait_until(lambda: processed(job) > 0, 180, "the first messages")
+    redis_proxy.set_mode("reset")
+    pid = dlq_actor_pid(job)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        feed.send(0.6)
+        wait_until(lambda: unanswered(job) > 0, 180, "a writer to find the queue silent")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    feed.close()
+    summary = running.join()
+    assert summary["ok"], summary["errors"]
+    redis_sink = summary["sinks"]["redis"]
+    assert redis_sink["dlq_waiting"] == redis_sink["dead_letter_queue"] > 0
+    redis_proxy.set_mode("up")
+    drain_until_empty(job)
+    assert_drained(job, summary, ["redis"])
+    assert_redis_matches_sql(redis_prefix, postgres_url)
+    assert_no_duplicate_rows(postgres_url)
+
+
+def unanswered(job: Job) -> float:
+    return float(ray.get(actor(job, "metrics").counter.remote("ais_dlq_unanswered")))
 
 
 @pytest.fixture
