@@ -13,7 +13,9 @@ Scenarios (`--scenario`, default throughput; `all` runs them all in turn):
     fastpath    in this process, no Ray and no server: what a batch costs when its sink's
                 breaker is open (the gate's decision, the writer's divert, the journal)
     dlq-scale   in this process, no Ray: the dead-letter queue's enqueue, drain, stats and
-                is_full at 10,000 and at --records waiting records
+                is_full at 10,000 and at --records waiting records; then a long outage:
+                Breakwater over --outage-lines lines with Redis down for the whole ingest,
+                Redis back, `jobs.retry_dlq --force`, and Redis compared with a run without it
 
 Every measurement against the stores gets a fresh, empty scratch database and Redis key prefix
 (`scratch`); how rates and memory are measured is told in `runners` and `sampling`.
@@ -32,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jobs.bench.dlq_scale import scenario_dlq_scale
+from jobs.bench.dlq_scale import scenario_dlq_scale, scenario_long_outage
 from jobs.bench.fastpath import scenario_fastpath
 from jobs.bench.machine import machine_info
 from jobs.bench.outage import scenario_outage
@@ -41,7 +43,7 @@ from jobs.bench.scenarios import Context, make_corpus, scenario_memory, scenario
 from jobs.bench.scratch import Scratch
 
 SCENARIOS = ("throughput", "memory", "outage", "fastpath", "dlq-scale")
-NEEDS_SERVERS = frozenset({"throughput", "memory", "outage"})
+NEEDS_SERVERS = frozenset({"throughput", "memory", "outage", "dlq-scale"})
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -72,6 +74,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--fastpath-decisions", type=int, default=2000, help="timed batches of the fastpath scenario, default 2000"
     )
     p.add_argument("--records", type=int, default=1_000_000, help="waiting records of the dlq-scale scenario")
+    p.add_argument(
+        "--outage-lines",
+        type=int,
+        default=1_000_000,
+        help="lines ingested with Redis down in the dlq-scale scenario, default 1000000; 0 skips that part",
+    )
     p.add_argument("--timeout-s", type=float, default=1800.0, help="longest any one run may take")
     p.add_argument("--keep", action="store_true", help="keep the scratch databases, keys and temp files")
     return p.parse_args(argv)
@@ -109,6 +117,8 @@ def _outage_lines(o: dict[str, Any]) -> list[str]:
     return [
         f"outage ({o['outage_mode']} {o['outage_s']:g} s): msg/s {phases}; breaker open after "
         f"{o['breaker_opened_after_s']} s, closed {o['breaker_closed_after_up_s']} s after Redis was back",
+        f"  database rows/s during the outage {o['throughput'].get('during', {}).get('db_written_per_s')} "
+        f"vs {o['db_written_per_s_without_outage']} without one (ratio {o['db_rate_during_over_without']})",
         f"  DLQ before drain {o['dlq_journal_before_drain'].get('waiting')}, "
         f"drained in {o['dlq_drain_s']} s; stores match the run without outage: "
         f"{o['stores_match_throughput_run']}",
@@ -150,7 +160,20 @@ def _dlq_scale_lines(d: dict[str, Any]) -> list[str]:
             f"{m['stats_ms']:>10}{m['is_full_ms']:>11}{m['scan_stats_ms']:>9}"
         )
     out.append(f"  ratio at N / at 10k: enqueue {d['enqueue_ratio_n_vs_10k']}, drain {d['drain_ratio_n_vs_10k']}")
+    if d.get("long_outage"):
+        out += _long_outage_lines(d["long_outage"])
     return out
+
+
+def _long_outage_lines(o: dict[str, Any]) -> list[str]:
+    return [
+        f"long outage (Redis down for the whole ingest of {o['lines']:,} lines): ingest {o['ingest_s']} s, "
+        f"job {o['job_verdict']}, {o['dlq_records_at_ingest_end']:,} Redis records in the DLQ at its end",
+        f"  drained in {o['drain_s']} s ({o['drain_records_per_s']} records/s); "
+        f"waiting after {o['waiting_after_drain']}, dead {o['dead_after_drain']}; lost {o['lost']}; "
+        f"Redis equal to the run without outage: "
+        f"{o['redis_matches_reference']} ({o['redis_keys_compared']:,} keys)",
+    ]
 
 
 def _interrupt(signum: int, _frame: object) -> None:
@@ -175,6 +198,8 @@ def run_scenarios(args: argparse.Namespace, ctx: Context, wanted: set[str], resu
         results["memory"] = scenario_memory(ctx, args.memory_lines or args.lines)
     if "dlq-scale" in wanted:
         results["dlq_scale"] = scenario_dlq_scale(ctx.tmp, args.records)
+        if args.outage_lines > 0:
+            results["dlq_scale"]["long_outage"] = scenario_long_outage(ctx, args.outage_lines)
     if "fastpath" in wanted:
         results["fastpath"] = scenario_fastpath(ctx.tmp, args.lines, args.fastpath_decisions)
         results.update({k: v for k, v in results["fastpath"].items() if k.startswith("fastpath_")})
@@ -213,6 +238,8 @@ def _runs(results: dict[str, Any]) -> list[dict[str, Any]]:
     runs += list((results.get("memory") or {}).get("runs", {}).values())
     if results.get("outage"):
         runs += [results["outage"]["run"], results["outage"]["drain"]]
+    if (results.get("dlq_scale") or {}).get("long_outage"):
+        runs += [results["dlq_scale"]["long_outage"]["run"], results["dlq_scale"]["long_outage"]["drain"]]
     return runs
 
 
