@@ -10,19 +10,12 @@ from breakwater.config import Settings
 from breakwater.gate import gates_for
 from breakwater.reports import ReportBatch
 from breakwater.stores import open_sinks
-from breakwater.stores.base import SINK_DB, SINK_REDIS
 from breakwater.writer import ShardWriter, WriteReport
-
-
-def stall_thresholds(settings: Settings) -> dict[str, float]:
-    """A sink's lane counts as stalled once a call has taken half the store's own timeout:
-    a call that slow will most likely time out, and the batches behind it should not wait."""
-    return {SINK_DB: settings.store_timeout_s / 2, SINK_REDIS: settings.redis_timeout_s / 2}
 
 
 class WriterActor:
     """A `ShardWriter` with its own store connections. It runs several calls at once
-    (`CONCURRENCY`, a threaded actor) so that one sink's lane stalled on a frozen store
+    (`CONCURRENCY`, a threaded actor) so that one sink's lane waiting on a frozen store
     never holds the other sink's writes back. It ships its metrics to the metrics actor at
     most once per `metrics_push_interval_s`, piggy-backed on writes."""
 
@@ -35,7 +28,6 @@ class WriterActor:
             gates,
             dead_letters,
             job_id="",
-            stall_after_s=stall_thresholds(settings),
             queue_wait_s=settings.queue_wait_s,
             on_queue_silent=self._push_metrics,
         )

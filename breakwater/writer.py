@@ -13,11 +13,12 @@ sink it asks the sink's gate what to do:
   without an exception per record, when the breaker is open.
 
 Each sink has its own lane (a bulkhead): the sinks' parts of a batch are written in
-parallel, each lane's calls one at a time, and while a lane's call has run longer than its
-`stall_after_s` (half the store's own timeout) the parts that reach that lane go to the
-dead-letter queue at once instead of queueing behind it. A frozen Redis therefore costs the
-database path nothing, nor a slow database the Redis path; the breaker still decides when
-the frozen store is tried again.
+parallel, each lane's calls one at a time. A lane whose last call found its store
+unavailable (a timeout, a refused connection) is suspect: while a call runs on a suspect
+lane (a probe of the store), the parts that reach it go to the dead-letter queue at once
+instead of queueing behind it. A frozen Redis therefore costs the database path one
+timeout at most, and a slow database the Redis path likewise; a store that is merely slow
+is waited for, never diverted. The breaker still decides when a failing store is tried.
 
 `write` returns the counts the job summary needs, and only after the dead-letter queue
 has journaled what it was given: nothing acknowledged is only in memory. When the queue
@@ -49,7 +50,7 @@ from breakwater.stores.base import SINK_DB, SINK_REDIS, Sink, WriteResult
 log = logging.getLogger("breakwater.writer")
 
 FAILED_METRIC = {SINK_DB: "ais_messages_failed_db", SINK_REDIS: "ais_messages_failed_redis"}
-LANE_STALLED_ERROR = "LaneStalled"
+LANE_STALLED_ERROR = "LaneSuspect"
 
 
 class DeadLetterLink(Protocol):
@@ -82,38 +83,23 @@ class WriteReport:
 
 
 class Lane:
-    """One sink's lane in a writer: its calls go one at a time, and a call that has run for
-    longer than `stall_after_s` stalls the lane. `enter` waits for the lane while it is
-    merely busy and returns False, at once, while it is stalled."""
+    """One sink's lane in a writer: its calls go one at a time. `enter` waits while the lane
+    is busy, unless it is suspect (its last call found the store unavailable): then it
+    returns False at once, and the caller diverts instead of waiting on the probe."""
 
-    def __init__(self, stall_after_s: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
-        self.stall_after_s = stall_after_s
-        self.clock = clock
+    def __init__(self, bulkhead: bool = True) -> None:
+        self.bulkhead = bulkhead
+        self.suspect = False
         self._lock = threading.Lock()
-        self._since: float | None = None
 
     def enter(self) -> bool:
-        if self.stall_after_s is None:
-            self._lock.acquire()
-        else:
-            while not self._lock.acquire(timeout=max(self._until_stalled(), 0.001)):
-                if self._until_stalled() <= 0:
-                    return False
-        self._since = self.clock()
+        while not self._lock.acquire(timeout=0.05):
+            if self.bulkhead and self.suspect:
+                return False
         return True
 
     def leave(self) -> None:
-        self._since = None
         self._lock.release()
-
-    def busy_for(self) -> float:
-        since = self._since
-        return 0.0 if since is None else self.clock() - since
-
-    def _until_stalled(self) -> float:
-        assert self.stall_after_s is not None
-        since = self._since
-        return self.stall_after_s if since is None else since + self.stall_after_s - self.clock()
 
 
 def restrict(batch: ReportBatch, kinds: frozenset[str]) -> ReportBatch:
@@ -152,7 +138,7 @@ class ShardWriter:
         *,
         job_id: str,
         clock: Callable[[], float] = time.time,
-        stall_after_s: dict[str, float] | None = None,
+        bulkheads: bool = True,
         queue_wait_s: float = 600.0,
         sleep: Callable[[float], None] = time.sleep,
         on_queue_silent: Callable[[], None] | None = None,
@@ -167,8 +153,7 @@ class ShardWriter:
         self.on_queue_silent = on_queue_silent  # ships the count at once: an operator should see it
         self.metrics = MetricsBuffer(clock)
         self._queue_lock = threading.Lock()  # the link may be the in-process queue: one connection
-        stalls = stall_after_s or {}
-        self.lanes = {sink.name: Lane(stalls.get(sink.name)) for sink in sinks}
+        self.lanes = {sink.name: Lane(bulkheads) for sink in sinks}
         # Room for every sink of every concurrent call (actors/writer.py: max_concurrency).
         self._pool = ThreadPoolExecutor(max_workers=8 * len(sinks), thread_name_prefix="lane")
 
@@ -180,7 +165,7 @@ class ShardWriter:
 
     def flush_gates(self) -> None:
         """Report buffered breaker outcomes. A gate is touched only from inside its lane; a
-        stalled lane's gate reports when its call returns."""
+        suspect lane's gate reports when its probe returns."""
         for name, gate in self.gates.items():
             lane = self.lanes.get(name)
             if lane is None:
@@ -223,7 +208,7 @@ class ShardWriter:
             return report
         lane = self.lanes[sink.name]
         if not lane.enter():
-            stalled = f"an earlier {sink.name} write has not returned for {lane.busy_for():.1f} s"
+            stalled = f"{sink.name} was unavailable on the last call and the next one has not returned"
             failure = Failure(LANE_STALLED_ERROR, stalled, self.gates[sink.name].view.state.name, self.clock())
             self.metrics.inc("ais_lane_diverted", len(part), sink=sink.name)
             self._to_dead_letters(sink.name, part, batch_id, failure, report)
@@ -248,6 +233,7 @@ class ShardWriter:
             duration = time.perf_counter() - started
             gate.record(decision, ok=not counts_as_failure(error), duration_s=duration, error=_describe(error))
             failure = Failure(type(error).__name__, str(error), decision.view.state.name, self.clock(), error.transient)
+            self.lanes[sink.name].suspect = not isinstance(error, PoisonRecord)
             if isinstance(error, PoisonRecord):
                 self._isolate_poison(sink, part, batch_id, report, failure)
             else:
@@ -255,6 +241,7 @@ class ShardWriter:
                 self._to_dead_letters(sink.name, part, batch_id, failure, report)
             return
         duration = time.perf_counter() - started
+        self.lanes[sink.name].suspect = False
         gate.record(decision, ok=True, duration_s=duration)
         self.metrics.observe("ais_sink_write_seconds", duration, sink=sink.name)
         self._count(sink.name, result, report)
@@ -309,6 +296,7 @@ class ShardWriter:
                 duration = time.perf_counter() - started
                 gate.record(decision, ok=not counts_as_failure(error), duration_s=duration, error=_describe(error))
                 down = Failure(type(error).__name__, str(error), decision.view.state.name, self.clock(), True)
+                self.lanes[sink.name].suspect = True
                 log.warning("%s failed while isolating a poison record; the rest waits: %s", sink.name, error)
                 self._park_rest(sink.name, [piece, *pending], batch_id, down, report)
                 return

@@ -1,8 +1,9 @@
 """Bulkheads and queue failover in the shard writer.
 
-A sink's lane stalled on a frozen store must not hold the other sink back, nor the batches
-behind it; a dead-letter queue that does not answer holds the batch unacknowledged and is
-tried again, and a repeat never journals a record twice."""
+A sink's lane waiting on a frozen store must not hold the other sink back, nor (once the
+store has failed a call) the batches behind it; a store that is merely slow is waited for.
+A dead-letter queue that does not answer holds the batch unacknowledged and is tried
+again, and a repeat never journals a record twice."""
 
 from __future__ import annotations
 
@@ -15,26 +16,31 @@ import pytest
 from breakwater import accounting as acc
 from breakwater.breaker import BreakerConfig, CircuitBreaker
 from breakwater.dead_letters import DeadLetterConfig, DeadLetterQueue, EnqueueResult
-from breakwater.errors import QueueUnavailable
+from breakwater.errors import QueueUnavailable, StoreUnavailable
 from breakwater.gate import SinkGate
 from breakwater.reports import ReportBatch
 from breakwater.stores.base import WriteResult
-from breakwater.writer import LANE_STALLED_ERROR, Lane, ShardWriter
+from breakwater.writer import LANE_STALLED_ERROR, ShardWriter
 from tests.unit.fakes import Clock, MemorySink, batch_of, position
 
 BOUND_S = 60.0  # generous: only a hang reaches it
 
 
 class FrozenSink(MemorySink):
-    """A store whose writes block until `thaw()`, as a Redis that accepts and never answers."""
+    """A store whose writes block until `thaw()`, as a Redis that accepts and never answers.
+    With `timeouts`, that many first calls fail as a reply timeout would, before it blocks."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, timeouts: int = 0) -> None:
         super().__init__(name)
         self.entered = threading.Event()
         self._thawed = threading.Event()
         self.frozen = True
+        self.timeouts = timeouts
 
     def write(self, batch: ReportBatch) -> WriteResult:
+        if self.timeouts:
+            self.timeouts -= 1
+            raise StoreUnavailable(self.name, "TimeoutError: Timeout reading from socket")
         if self.frozen:
             self.entered.set()
             assert self._thawed.wait(BOUND_S), "the test never thawed the sink"
@@ -45,12 +51,11 @@ class FrozenSink(MemorySink):
         self._thawed.set()
 
 
-def two_sink_writer(tmp_path: Path, redis: MemorySink, stall_s: float | None) -> tuple[ShardWriter, MemorySink, Any]:
+def two_sink_writer(tmp_path: Path, redis: MemorySink, bulkheads: bool = True) -> tuple[ShardWriter, MemorySink, Any]:
     db = MemorySink("db")
     gates = {name: SinkGate(CircuitBreaker(name, BreakerConfig())) for name in ("db", "redis")}
     queue = DeadLetterQueue(DeadLetterConfig(path=tmp_path / "dlq.sqlite3"))
-    stalls = None if stall_s is None else {"db": stall_s, "redis": stall_s}
-    return ShardWriter([db, redis], gates, queue, job_id="job", stall_after_s=stalls), db, queue
+    return ShardWriter([db, redis], gates, queue, job_id="job", bulkheads=bulkheads), db, queue
 
 
 def in_thread(call: Any) -> tuple[threading.Thread, list[Any]]:
@@ -66,7 +71,7 @@ def rows(start: int, n: int = 5) -> list[tuple[Any, ...]]:
 
 def test_a_frozen_redis_does_not_hold_back_the_database_part_of_the_same_batch(tmp_path: Path) -> None:
     redis = FrozenSink("redis")
-    writer, db, _ = two_sink_writer(tmp_path, redis, stall_s=0.05)
+    writer, db, _ = two_sink_writer(tmp_path, redis)
     first, out = in_thread(lambda: writer.write(batch_of(rows(0)), "b1"))
     assert redis.entered.wait(BOUND_S)
     # The database lane ran beside the frozen one: its rows are stored before Redis answers.
@@ -82,29 +87,32 @@ def test_a_frozen_redis_does_not_hold_back_the_database_part_of_the_same_batch(t
     assert out[0].counts[acc.sink("redis", acc.OUTCOME_WRITTEN)] == 5
 
 
-def test_batches_behind_a_stalled_lane_go_to_the_queue_and_the_database_keeps_writing(tmp_path: Path) -> None:
-    redis = FrozenSink("redis")
-    writer, db, queue = two_sink_writer(tmp_path, redis, stall_s=0.05)
-    first, _ = in_thread(lambda: writer.write(batch_of(rows(0)), "b1"))
-    assert redis.entered.wait(BOUND_S)
+def test_behind_a_store_that_failed_batches_go_to_the_queue_while_it_is_probed(tmp_path: Path) -> None:
+    redis = FrozenSink("redis", timeouts=1)
+    writer, db, queue = two_sink_writer(tmp_path, redis)
+    writer.write(batch_of(rows(0)), "b0")  # Redis times out: its lane is suspect
+    probe, _ = in_thread(lambda: writer.write(batch_of(rows(100)), "probe"))
+    assert redis.entered.wait(BOUND_S)  # the next call probes Redis, which now hangs
     later, out = in_thread(lambda: [writer.write(batch_of(rows(10 * i)), f"b{i}") for i in range(1, 4)])
     later.join(BOUND_S)
     assert not later.is_alive(), "batches queued behind the frozen lane"
     reports = out[0]
     assert all(r.counts[acc.sink("db", acc.OUTCOME_WRITTEN)] == 5 for r in reports)
     assert all(r.counts[acc.sink("redis", acc.OUTCOME_DLQ)] == 5 for r in reports)
-    assert queue.stats().by_error == {LANE_STALLED_ERROR: 15}
+    assert queue.stats().by_error == {"StoreUnavailable": 5, LANE_STALLED_ERROR: 15}
     assert writer.drain_metrics().counters[("ais_lane_diverted", (("sink", "redis"),))] == 15
-    assert first.is_alive()  # still frozen: the first batch waits for its own Redis call
+    assert probe.is_alive()  # still frozen: the probe's batch waits for its own Redis call
     redis.thaw()
-    first.join(BOUND_S)
-    assert len(db.rows) == 20
+    probe.join(BOUND_S)
+    assert len(db.rows) == 25
+    assert not writer.lanes["redis"].suspect  # the probe succeeded: the lane is trusted again
 
 
-def test_without_a_stall_limit_the_lane_queues_its_calls(tmp_path: Path) -> None:
-    """The contrast: what the stall limit changes (the batch waits for the lane)."""
+def test_a_slow_store_that_has_not_failed_is_waited_for(tmp_path: Path) -> None:
+    """No failure yet: the batch behind a slow call waits for the lane, nothing is diverted
+    (a loaded machine must not send healthy writes to the queue)."""
     redis = FrozenSink("redis")
-    writer, _db, queue = two_sink_writer(tmp_path, redis, stall_s=None)
+    writer, _db, queue = two_sink_writer(tmp_path, redis)
     first, _ = in_thread(lambda: writer.write(batch_of(rows(0)), "b1"))
     assert redis.entered.wait(BOUND_S)
     second, out = in_thread(lambda: writer.write(batch_of(rows(10)), "b2"))
@@ -117,17 +125,20 @@ def test_without_a_stall_limit_the_lane_queues_its_calls(tmp_path: Path) -> None
     assert queue.stats().waiting == 0
 
 
-def test_a_lane_is_stalled_only_while_a_call_has_run_past_its_limit() -> None:
-    clock = Clock()
-    lane = Lane(stall_after_s=2.0, clock=clock)
-    assert lane.enter()
-    clock.advance(1.0)
-    assert lane.busy_for() == 1.0
-    clock.advance(1.5)
-    assert not lane.enter()  # held 2.5 s > 2 s: stalled, the caller does not wait
-    lane.leave()
-    assert lane.enter()
-    lane.leave()
+def test_without_bulkheads_batches_queue_behind_the_probe(tmp_path: Path) -> None:
+    """The contrast: what the bulkhead changes."""
+    redis = FrozenSink("redis", timeouts=1)
+    writer, _db, _queue = two_sink_writer(tmp_path, redis, bulkheads=False)
+    writer.write(batch_of(rows(0)), "b0")
+    probe, _ = in_thread(lambda: writer.write(batch_of(rows(100)), "probe"))
+    assert redis.entered.wait(BOUND_S)
+    later, out = in_thread(lambda: writer.write(batch_of(rows(10)), "b1"))
+    later.join(0.3)
+    assert later.is_alive() and not out
+    redis.thaw()
+    probe.join(BOUND_S)
+    later.join(BOUND_S)
+    assert out[0].counts[acc.sink("redis", acc.OUTCOME_WRITTEN)] == 5
 
 
 class SilentQueue:
