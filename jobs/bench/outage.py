@@ -178,17 +178,20 @@ def _run_through_proxy(ctx: Context, corpus: Path, expected: float, db: str, pre
         if switch.down_at is not None and switch.up_at is None:
             proxy.set_mode("up")
         log(f"  exit {run['exit_code']}, {run.get('msgs_per_s')} msg/s steady")
-        dlq_before = _dlq_stats(run["dlq_path"])
+        dlq_before = _dlq_stats(run)
         drain = _drain(run, ctx)
         log(f"  retry_dlq --force: exit {drain['exit_code']} in {drain['wall_s']} s")
     return OutageRun(run, switch, dlq_before, drain)
 
 
-def _dlq_stats(path: str) -> dict[str, Any]:
+def _dlq_stats(run: dict[str, Any]) -> dict[str, Any]:
+    """The run's journal, opened with the run's own stores: a journal counts only the records
+    of the deployment it is opened for."""
     from breakwater.config import load_settings
     from breakwater.operations import LocalOperations
 
-    ops = LocalOperations(load_settings({"dlq": {"path": path}}))
+    settings = {"database_url": run["database_url"], "redis_url": run["redis_url"], "redis_prefix": run["prefix"]}
+    ops = LocalOperations(load_settings({**settings, "dlq": {"path": run["dlq_path"]}}))
     try:
         stats = ops.dlq_stats()
     finally:
