@@ -167,8 +167,9 @@ def _dlq_scale_lines(d: dict[str, Any]) -> list[str]:
 
 def _long_outage_lines(o: dict[str, Any]) -> list[str]:
     return [
-        f"long outage (Redis down for the whole ingest of {o['lines']:,} lines): ingest {o['ingest_s']} s, "
-        f"job {o['job_verdict']}, {o['dlq_records_at_ingest_end']:,} Redis records in the DLQ at its end",
+        f"long outage (Redis down for the whole ingest of {o['lines']:,} lines): ingest {o['ingest_s']} s "
+        f"({o['msgs_per_s']} msg/s; without the outage {o['reference_ingest_s']} s), job {o['job_verdict']}, "
+        f"{o['dlq_records_at_ingest_end']:,} Redis records in the DLQ at its end",
         f"  drained in {o['drain_s']} s ({o['drain_records_per_s']} records/s); "
         f"waiting after {o['waiting_after_drain']}, dead {o['dead_after_drain']}; lost {o['lost']}; "
         f"Redis equal to the run without outage: "

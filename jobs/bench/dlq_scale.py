@@ -133,7 +133,8 @@ _UNCOMPARED = ("updates",)
 class _RedisDownOnceStarted:
     """Resets every Redis connection from the job's first metrics answer on. The job checks
     its stores at start-up and refuses to start without them; its metrics answer only after
-    that check and before the writers' warm-up, so the ingest itself never reaches Redis."""
+    that check and before the writers' warm-up, so no batch should reach Redis (the job's
+    summary says whether one did: `sinks.redis.written`, which the test holds to 0)."""
 
     def __init__(self, proxy: Any) -> None:
         self.proxy = proxy
@@ -239,6 +240,9 @@ def scenario_long_outage(ctx: Context, lines: int) -> dict[str, Any]:
         "ingest_exit_code": run["exit_code"],
         "ingest_s": run.get("elapsed_s"),
         "ingest_wall_s": run["wall_s"],
+        "msgs_per_s": run.get("msgs_per_s"),
+        "reference_ingest_s": ref_run.get("elapsed_s"),
+        "reference_msgs_per_s": ref_run.get("msgs_per_s"),
         "redis_down_at_s": switch.down_at and round(switch.down_at, 2),
         "messages_before_redis_down": switch.messages_before,
         "job_verdict": "ok" if summary.get("ok") else "NOT OK",
