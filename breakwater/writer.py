@@ -53,6 +53,10 @@ FAILED_METRIC = {SINK_DB: "ais_messages_failed_db", SINK_REDIS: "ais_messages_fa
 LANE_STALLED_ERROR = "LaneSuspect"
 
 
+def suspect_lane_message(sink: str) -> str:
+    return f"{sink} was unavailable on the last call and the next one has not returned"
+
+
 class DeadLetterLink(Protocol):
     """How a writer reaches the dead-letter queue: the queue itself in-process, or its actor."""
 
@@ -208,8 +212,8 @@ class ShardWriter:
             return report
         lane = self.lanes[sink.name]
         if not lane.enter():
-            stalled = f"{sink.name} was unavailable on the last call and the next one has not returned"
-            failure = Failure(LANE_STALLED_ERROR, stalled, self.gates[sink.name].view.state.name, self.clock())
+            state = self.gates[sink.name].view.state.name
+            failure = Failure(LANE_STALLED_ERROR, suspect_lane_message(sink.name), state, self.clock())
             self.metrics.inc("ais_lane_diverted", len(part), sink=sink.name)
             self._to_dead_letters(sink.name, part, batch_id, failure, report)
             return report
