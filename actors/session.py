@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from typing import Any
 from urllib.parse import urlsplit
 
 import ray
@@ -41,7 +42,7 @@ def init_ray(
     if ray.is_initialized():
         return
     settle_auth_mode(joining=address is not None)
-    kwargs = {"log_to_driver": log_to_driver, "configure_logging": False}
+    kwargs: dict[str, Any] = {"log_to_driver": log_to_driver, "configure_logging": False}
     if address is None:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=None, **kwargs)
         return
