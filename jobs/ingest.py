@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(settings: Any, sources: list[Any], args: argparse.Namespace) -> int:
     from actors.handles import RayCluster, Services
     from actors.session import init_ray
-    from breakwater.errors import BreakwaterError
+    from breakwater.errors import BreakwaterError, ClusterTimeout
     from breakwater.pipeline import Ingest, ReaderOptions
     from breakwater.runtime import named_address
 
@@ -127,12 +127,16 @@ def run(settings: Any, sources: list[Any], args: argparse.Namespace) -> int:
     if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-    if sys.stdout.isatty() and not args.no_progress:
-        with _Progress() as progress:
-            ingest.on_progress = progress.update
+    try:
+        if sys.stdout.isatty() and not args.no_progress:
+            with _Progress() as progress:
+                ingest.on_progress = progress.update
+                summary = ingest.run(sources)
+        else:
             summary = ingest.run(sources)
-    else:
-        summary = ingest.run(sources)
+    except ClusterTimeout as e:  # an actor stopped answering for good: what was not acknowledged is not counted
+        print(f"breakwater: the job stopped, {e}", file=sys.stderr)
+        return EXIT_NOT_BALANCED
     cluster.close()
     print(summary.render())
     if args.summary_json:
