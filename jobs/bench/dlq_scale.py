@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from breakwater.dead_letters import DeadLetterConfig, DeadLetterQueue, Failure
 from breakwater.retry import RetryPolicy
 from jobs.bench import log
-from jobs.bench.outage import _drain
+from jobs.bench.outage import _dlq_stats, _drain
 from jobs.bench.runners import run_breakwater
 from jobs.bench.scenarios import Context, breakwater_on_scratch, make_corpus
 
@@ -199,25 +199,8 @@ def _mmsis_queued(journal: str) -> set[str]:
 
 
 def _queue_stats(run: dict[str, Any]) -> dict[str, int]:
-    """The run's Redis records waiting and dead in its journal. The queue is opened with the
-    run's own stores: a journal counts only the records of the deployment it is opened for
-    (`outage._dlq_stats`, which opens it with default stores, would see none of them)."""
-    from breakwater.config import load_settings
-    from breakwater.operations import LocalOperations
-
-    settings = load_settings(
-        {
-            "database_url": run["database_url"],
-            "redis_url": run["redis_url"],
-            "redis_prefix": run["prefix"],
-            "dlq": {"path": run["dlq_path"]},
-        }
-    )
-    ops = LocalOperations(settings)
-    try:
-        by_sink = ops.dlq_stats()["by_sink"].get(_REDIS) or {}
-    finally:
-        ops.close()
+    """The run's Redis records waiting and dead in its journal (read with the run's stores)."""
+    by_sink = (_dlq_stats(run)["by_sink"] or {}).get(_REDIS) or {}
     return {"waiting": int(by_sink.get("waiting", 0)), "dead": int(by_sink.get("dead", 0))}
 
 

@@ -23,6 +23,17 @@ def _clean_env() -> dict[str, str]:
     return {**env, "RAY_AUTH_MODE": "token"}
 
 
+def _why(proc: subprocess.CompletedProcess[str], out: Path) -> str:
+    """The bench's own log, and the tails of the job and drain that failed inside it."""
+    why = f"exit {proc.returncode}\n{proc.stderr[-3000:]}\n{proc.stdout[-1000:]}"
+    if out.exists():
+        o = json.loads(out.read_text()).get("dlq_scale", {}).get("long_outage", {})
+        for part in ("run", "drain"):
+            tails = {k: v for k, v in o.get(part, {}).items() if k in ("exit_code", "stderr_tail", "stdout_tail")}
+            why += f"\n{part}: {tails}"
+    return why
+
+
 def test_a_long_redis_outage_drains_to_the_state_of_a_run_without_it(
     tmp_path: Path, postgres_server: str, redis_server: str
 ) -> None:
@@ -31,7 +42,7 @@ def test_a_long_redis_outage_drains_to_the_state_of_a_run_without_it(
     cmd += ["--outage-lines", str(LINES), "--json", str(out)]
     cmd += ["--database-url", postgres_server, "--redis-url", redis_server]
     proc = subprocess.run(cmd, cwd=ROOT, env=_clean_env(), capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, _why(proc, out)
     o = json.loads(out.read_text())["dlq_scale"]["long_outage"]
     redis = o["job_sinks"]["redis"]
 
