@@ -19,10 +19,8 @@ import json
 import socket
 import sys
 import threading
-import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +33,7 @@ from ray.cluster_utils import Cluster  # noqa: E402
 from ray.util.state import list_tasks  # noqa: E402
 
 from jobs.fault_proxy import FaultProxy  # noqa: E402
+from tests.integration.test_resilience import Feed, wait_until  # noqa: E402
 
 BOUND_S = 180.0  # generous: a loaded 2-core machine runs three Ray nodes' worth of processes
 SETTINGS = (
@@ -48,49 +47,6 @@ SETTINGS = (
 # One CPU per node, every node on loopback (the head's dashboard gets a free port, never 8265).
 LOOPBACK: dict[str, Any] = {"num_cpus": 1, "node_ip_address": "127.0.0.1"}
 INGEST = (*SETTINGS, "--set", "flush_interval_ms=100", "--batch-lines", "100", "--writers", "2", "--no-scheduler")
-
-
-def wait_until(condition: Callable[[], Any], what: str, timeout_s: float = BOUND_S) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-
-
-class Feed:
-    """A TCP source the driver feeds in parts, so the node is lost at a known point."""
-
-    def __init__(self, lines: list[bytes]) -> None:
-        self.lines = lines
-        self.sent = 0
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.conn: socket.socket | None = None
-        self.accepted = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"tcp://127.0.0.1:{self.server.getsockname()[1]}?reconnect=0"
-
-    def _accept(self) -> None:
-        self.conn, _ = self.server.accept()
-        self.accepted.set()
-
-    def send(self, fraction: float) -> None:
-        assert self.accepted.wait(BOUND_S), "the ingest job never connected to the feed"
-        assert self.conn is not None
-        end = int(len(self.lines) * fraction)
-        self.conn.sendall(b"".join(line + b"\n" for line in self.lines[self.sent : end]))
-        self.sent = end
-
-    def close(self) -> None:
-        self.send(1.0)
-        assert self.conn is not None
-        self.conn.close()
-        self.server.close()
 
 
 class Running:
@@ -222,25 +178,31 @@ def run(
     ray.get(busy_head.ready.remote(), timeout=BOUND_S)
     feed = Feed(lines)
     running = Running([feed.url, "--summary-json", str(summary_path), "--no-progress", *settings_args, *INGEST])
-    writers = wait_until(lambda: len(named(namespace, "writer-")) == 2 and named(namespace, "writer-"), "two writers")
+    writers = wait_until(
+        lambda: len(named(namespace, "writer-")) == 2 and named(namespace, "writer-"), BOUND_S, "two writers"
+    )
     writer_nodes = [node_of(w) for w in writers]
     dead_letters_before = node_of(named(namespace, "dead-letters")[0])
     proxy.set_mode("reset")  # Redis is cut from the first line on: its records go to the queue
     feed.send(0.5)
-    acknowledged = wait_until(lambda: processed(namespace) >= 300 and processed(namespace), "300 messages acknowledged")
+    acknowledged = wait_until(
+        lambda: processed(namespace) >= 300 and processed(namespace), BOUND_S, "300 messages acknowledged"
+    )
     decode_before_loss = wait_until(
-        lambda: worker.node_id in (tasks := decode_tasks_by_node(dashboard)) and tasks, "decode tasks on the worker"
+        lambda: worker.node_id in (tasks := decode_tasks_by_node(dashboard)) and tasks,
+        BOUND_S,
+        "decode tasks on the worker",
     )
     feed.send(0.75)  # more batches, in flight (decoding on the worker, writing) as the node goes
     cluster.remove_node(worker, allow_graceful=False)
     ray.kill(busy_head)  # the head's CPU back, for the decode tasks from here on
-    wait_until(lambda: not node_alive(worker.node_id), "the node's loss")
+    wait_until(lambda: not node_alive(worker.node_id), BOUND_S, "the node's loss")
 
     def moved() -> list[str] | None:
         nodes = [node_of(w) for w in writers]
         return nodes if worker.node_id not in nodes else None
 
-    writer_nodes_after = wait_until(moved, "the lost node's writers to restart on the head")
+    writer_nodes_after = wait_until(moved, BOUND_S, "the lost node's writers to restart on the head")
     feed.close()
     code = running.join()
     summary = json.loads(summary_path.read_text())
@@ -257,7 +219,7 @@ def run(
         assert retry([*settings_args, "--force", *SETTINGS]) == 0
         return _tally(settings_args, summary["job_id"])["waiting"] == 0
 
-    wait_until(drained, "the dead-letter queue to drain")
+    wait_until(drained, BOUND_S, "the dead-letter queue to drain")
     return {
         "exit_code": code,
         "summary": summary,
