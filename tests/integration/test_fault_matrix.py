@@ -357,9 +357,9 @@ def test_redis_client_pause_times_out_waits_and_opens_the_breaker(
 def test_redis_cluster_losing_a_primary_waits_and_opens_the_breaker(
     make_job: Any,
     sqlite_url: str,
-    redis_cluster: str,
+    redis_cluster: str,  # noqa: F811
     kystverket_path: Path,
-    baseline: Any,  # noqa: F811
+    baseline: Any,
 ) -> None:
     """One primary of a three-shard Redis Cluster dies mid-run (connection refused, then
     CLUSTERDOWN once the others mark it failed); it comes back with its own nodes.conf."""
