@@ -422,6 +422,17 @@ def status(
     raise typer.Exit(watch(url, token, once=once, interval_s=interval_s, as_json=opts.as_json))
 
 
+@app.command("rebuild-redis")
+def rebuild_redis_command(ctx: typer.Context) -> None:
+    """Rebuild every vessel's Redis state and GEO index from the SQL store (after a Redis
+    loss or flush); newer wins, so it is safe while an ingest runs and safe to repeat."""
+    from breakwater.rebuild import rebuild_redis
+
+    opts = _options(ctx)
+    counts = rebuild_redis(load_settings(opts.overrides, opts.config))
+    _print(opts, counts.as_dict())
+
+
 @app.command()
 def settings(ctx: typer.Context) -> None:
     """The effective settings, passwords masked."""

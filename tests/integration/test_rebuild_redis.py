@@ -7,6 +7,8 @@ deleting every key of the deployment, which is what a FLUSHALL does to it.
 
 from __future__ import annotations
 
+import json
+import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from typing import Any
 import psycopg
 import redis
 
+from breakwater.cli import main as cli_main
 from breakwater.config import load_settings
 from breakwater.rebuild import RebuildCounts, rebuild_redis
 from breakwater.reports import ReportBatch
@@ -22,6 +25,7 @@ from breakwater.stores.redis import RedisKeys, RedisQueries, RedisSink
 from breakwater.stores.sql import SqlSink
 from breakwater.stores.sql_queries import SqlQueries
 from breakwater.write_model import STATIC_VALUE_FIELDS
+from tests.acceptance.shell import VENV_BIN, clean_env
 from tests.conftest import REDIS_URL, read_lines
 from tests.integration.test_resilience import (
     FAST,
@@ -185,3 +189,31 @@ def test_a_rebuild_while_ingesting_never_sets_a_vessel_back(
     assert summary["sinks"]["redis"]["dead_letter_queue"] == 0
     assert rebuilt and rebuilt[0].vessels > 0
     assert_redis_matches_sql(redis_prefix, postgres_url)
+
+
+def test_the_command_as_a_user_runs_it(
+    postgres_url: str, redis_prefix: str, kystverket_path: Path, tmp_path: Path
+) -> None:
+    stores_from_capture(postgres_url, redis_prefix, kystverket_path)
+    held = redis_keys(redis_prefix)
+    vessels, positioned = sql_counts(postgres_url)
+    lose_redis(redis_prefix)
+    stores = ["--database-url", postgres_url, "--redis-url", REDIS_URL, "--redis-prefix", redis_prefix]
+
+    done = subprocess.run(
+        [str(VENV_BIN / "breakwater"), *stores, "--json", "rebuild-redis"],
+        cwd=tmp_path,
+        env=clean_env(tmp_path / "home"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    assert (printed["vessels"], printed["positions_applied"]) == (vessels, positioned)
+    assert printed["statics_applied"] == printed["statics_sent"] > 0
+    assert set(printed) >= {"seconds", "vessels_per_s", "deleted"}
+    assert redis_keys(redis_prefix) == held
+    # Without a Redis to rebuild, the command names the setting and exits 2.
+    assert cli_main(["--database-url", postgres_url, "rebuild-redis"]) == 2
