@@ -20,6 +20,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -328,6 +329,43 @@ def purge_deleted(
     """Delete every row of the soft-deleted vessels for good (needs --yes and the admin token)."""
     opts = _options(ctx)
     _print(opts, opts.client().purge_deleted(confirm=yes, admin_token=opts.admin_token))
+
+
+# -- backup and restore ------------------------------------------------------------------------
+
+
+@app.command("backup")
+def backup_command(ctx: typer.Context, path: Annotated[Path, typer.Argument(help="a new directory")]) -> None:
+    """Back up the SQL store and the dead-letter journal, consistently, while jobs run."""
+    from breakwater.backup import backup, describe
+
+    opts = _options(ctx)
+    manifest = backup(load_settings(opts.overrides, opts.config), path)
+    _report(opts, manifest, describe(manifest, f"backed up to {path}:"))
+
+
+@app.command("restore")
+def restore_command(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="a directory written by `breakwater backup`")],
+    yes: Annotated[bool, typer.Option("--yes", help="really restore")] = False,
+) -> None:
+    """Restore a backup into empty stores (needs --yes; the stores' admin token cannot apply:
+    empty stores have none)."""
+    from breakwater.backup import describe, restore
+
+    opts = _options(ctx)
+    if not yes:
+        raise ValueError("restoring writes into the stores: pass --yes")
+    result = restore(load_settings(opts.overrides, opts.config), path)
+    _report(opts, result, describe(result, f"restored {path} into"))
+
+
+def _report(opts: Options, result: dict[str, Any], lines: list[str]) -> None:
+    if opts.as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        print("\n".join(lines))
 
 
 # -- dead-letter queue and breakers -------------------------------------------------------------
