@@ -42,7 +42,9 @@ class LineBatch:
 
     Each message is the raw text of its sentences, tag blocks included, joined by b"\\n" in
     fragment order. `read_ms` is when the batch was cut: the receive time of any message
-    that carries none of its own, and the start of the end-to-end latency.
+    that carries none of its own, and the start of the end-to-end latency. It grows strictly
+    from batch to batch of a reader, so two batches cut within one millisecond never give
+    two time-less transmissions of the same payload one identity (and one stored row).
     """
 
     source: str
@@ -129,6 +131,7 @@ class Reader:
         self._groups: dict[_GroupKey, _Group] = {}
         self._line_no = 0
         self._seq = 0
+        self._last_read_ms = 0
         self._batch = self._new_batch()
 
     @property
@@ -171,7 +174,7 @@ class Reader:
         if not batch.messages:
             self._batch_started_s = self.clock()
             return None
-        batch.read_ms = int(self.clock() * 1000)
+        batch.read_ms = self._last_read_ms = max(int(self.clock() * 1000), self._last_read_ms + 1)
         self.counts[acc.LINES_FORWARDED] += batch.line_count
         self._seq += 1
         self._batch = self._new_batch()

@@ -69,6 +69,15 @@ def test_a_group_split_by_a_batch_cut_is_emitted_whole_in_the_next_batch() -> No
     assert reader.pending_lines == 0
 
 
+def test_batches_cut_within_one_millisecond_get_distinct_read_times() -> None:
+    """A message without a time of its own is stamped with its batch's read time: the same
+    payload in two batches must stay two reports, however fast the batches are cut."""
+    clock = Clock()
+    reader = Reader("test", max_lines=1, clock=clock)
+    batches = feed_all(reader, [AMSA_SINGLE, AMSA_SINGLE, AMSA_SINGLE])
+    assert [b.read_ms for b in batches] == [int(clock.now * 1000) + i for i in range(3)]
+
+
 def test_groups_on_interleaved_channels_are_told_apart() -> None:
     reader = Reader("test")
     batches = feed_all(reader, [PART1, B_PART1, PART2, B_PART2])

@@ -136,9 +136,16 @@ def test_a_corrupt_byte_anywhere_in_a_real_sentence_is_rejected_before_its_check
     assert counts[acc.rejected(acc.REASON_NOT_PRINTABLE)] == FUZZED_LINES
     assert counts[acc.MESSAGES_DECODED] == clean_counts[acc.MESSAGES_DECODED] - FUZZED_LINES
     assert counts[acc.LINES_READ] == clean_counts[acc.LINES_READ] == len(lines)
-    # No report that the capture does not hold: no vessel moved, nothing invented.
-    assert Counter(map(tuple, rows)) <= Counter(map(tuple, clean_rows))
+    # No report that the capture does not hold: no vessel moved, nothing invented. Receive
+    # times are left out: a report without its own takes its batch's read time, and the
+    # rejected lines shift where batches are cut.
+    assert Counter(map(untimed, rows)) <= Counter(map(untimed, clean_rows))
     assert len(rows) < len(clean_rows)
+
+
+def untimed(row: Any) -> tuple[Any, ...]:
+    """A stored row without its receive time (the second field)."""
+    return (row[0], *row[2:])
 
 
 def two_sentence_groups(lines: list[bytes]) -> Iterator[int]:
