@@ -50,7 +50,7 @@ from breakwater.stores.base import SINK_DB, SINK_REDIS, Sink, WriteResult
 log = logging.getLogger("breakwater.writer")
 
 FAILED_METRIC = {SINK_DB: "ais_messages_failed_db", SINK_REDIS: "ais_messages_failed_redis"}
-LANE_STALLED_ERROR = "LaneSuspect"
+LANE_SUSPECT_ERROR = "LaneSuspect"
 
 
 def suspect_lane_message(sink: str) -> str:
@@ -213,7 +213,7 @@ class ShardWriter:
         lane = self.lanes[sink.name]
         if not lane.enter():
             state = self.gates[sink.name].view.state.name
-            failure = Failure(LANE_STALLED_ERROR, suspect_lane_message(sink.name), state, self.clock())
+            failure = Failure(LANE_SUSPECT_ERROR, suspect_lane_message(sink.name), state, self.clock())
             self.metrics.inc("ais_lane_diverted", len(part), sink=sink.name)
             self._to_dead_letters(sink.name, part, batch_id, failure, report)
             return report

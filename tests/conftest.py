@@ -13,6 +13,7 @@ import shutil
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -88,18 +89,25 @@ def redis_server() -> str:
     return REDIS_URL
 
 
-@pytest.fixture
-def redis_prefix(redis_server: str) -> Iterator[str]:
-    """A key prefix of one test's own; its keys are deleted afterwards."""
+@contextmanager
+def scratch_redis_prefix(url: str) -> Iterator[str]:
+    """A key prefix nobody else uses; its keys are deleted afterwards."""
     import redis
 
     prefix = f"test{uuid.uuid4().hex[:10]}:"
     yield prefix
-    client = redis.Redis.from_url(redis_server)
+    client = redis.Redis.from_url(url)
     keys = list(client.scan_iter(f"{prefix}*", count=1000))
     if keys:
         client.delete(*keys)
     client.close()
+
+
+@pytest.fixture
+def redis_prefix(redis_server: str) -> Iterator[str]:
+    """A key prefix of one test's own; its keys are deleted afterwards."""
+    with scratch_redis_prefix(redis_server) as prefix:
+        yield prefix
 
 
 @pytest.fixture

@@ -19,12 +19,11 @@ import time
 from contextlib import closing
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import urlsplit
 
 from breakwater.dead_letters import DeadLetterConfig, DeadLetterQueue, Failure
 from breakwater.retry import RetryPolicy
 from jobs.bench import log
-from jobs.bench.outage import _dlq_stats, _drain
+from jobs.bench.outage import _dlq_stats, _drain, redis_behind_proxy
 from jobs.bench.runners import run_breakwater
 from jobs.bench.scenarios import Context, breakwater_on_scratch, make_corpus
 
@@ -279,11 +278,7 @@ def _ingest_while_redis_is_down(
     the ingest; then the proxy up again and the drain through it (the address the job's
     settings name). The queue's limit is raised over the corpus: this measures an outage
     the queue can hold, not the backpressure (tests/integration/test_resilience.py has that)."""
-    from jobs.fault_proxy import FaultProxy
-
-    target = urlsplit(ctx.scratch.redis_url)
-    with FaultProxy((target.hostname or "127.0.0.1", target.port or 6379)) as proxy:
-        redis_url = target._replace(netloc=f"127.0.0.1:{proxy.port}").geturl()
+    with redis_behind_proxy(ctx) as (proxy, redis_url):
         switch = _RedisDownOnceStarted(proxy)
         extra = ["--set", f"breaker.reset_timeout_s={ctx.reset_timeout_s:g}"]
         extra += ["--set", f"dlq.max_records={max(1_000_000, 4 * lines)}", *ctx.ingest_args]

@@ -13,7 +13,8 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,14 +154,20 @@ def _reference_stores(ctx: Context, corpus: Path) -> dict[str, Any]:
     return stores
 
 
-def _run_through_proxy(ctx: Context, corpus: Path, expected: float, db: str, prefix: str) -> OutageRun:
-    """The ingest job with Redis behind the fault proxy, then the drain; both go through the
-    proxy (up again by then), since that is the Redis address the job's settings name."""
+@contextmanager
+def redis_behind_proxy(ctx: Context) -> Iterator[tuple[Any, str]]:
+    """The scratch Redis behind a fault proxy, and the URL that reaches it through the proxy."""
     from jobs.fault_proxy import FaultProxy
 
     target = urlsplit(ctx.scratch.redis_url)
     with FaultProxy((target.hostname or "127.0.0.1", target.port or 6379)) as proxy:
-        redis_url = target._replace(netloc=f"127.0.0.1:{proxy.port}").geturl()
+        yield proxy, target._replace(netloc=f"127.0.0.1:{proxy.port}").geturl()
+
+
+def _run_through_proxy(ctx: Context, corpus: Path, expected: float, db: str, prefix: str) -> OutageRun:
+    """The ingest job with Redis behind the fault proxy, then the drain; both go through the
+    proxy (up again by then), since that is the Redis address the job's settings name."""
+    with redis_behind_proxy(ctx) as (proxy, redis_url):
         switch = OutageSwitch(proxy, ctx.outage_mode, expected, ctx.outage_at, ctx.outage_s)
         extra = ["--set", f"breaker.reset_timeout_s={ctx.reset_timeout_s:g}", *ctx.ingest_args]
         log(f"Breakwater with a Redis outage ({ctx.outage_mode}, {ctx.outage_s:g} s)")

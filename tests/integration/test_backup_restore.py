@@ -261,13 +261,17 @@ def test_restore_refuses_stores_that_are_not_empty(tmp_path: Path, kystverket_pa
     assert not (tmp_path / "empty" / "store.sqlite3").exists()
 
 
+def damage(path: Path) -> None:
+    """Flip one byte in the middle of a backed-up file."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
 def test_restore_refuses_a_damaged_file_and_writes_nothing(tmp_path: Path, kystverket_path: Path) -> None:
     live = small_deployment(tmp_path, kystverket_path)
     backup(live, tmp_path / "backup")
-    damaged = tmp_path / "backup" / "dead-letters.sqlite3"
-    data = bytearray(damaged.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    damaged.write_bytes(bytes(data))
+    damage(tmp_path / "backup" / "dead-letters.sqlite3")
 
     target = settings_for(f"sqlite:///{tmp_path / 'new' / 'store.sqlite3'}", tmp_path / "new" / "dl.sqlite3")
     with pytest.raises(BackupError) as refused:

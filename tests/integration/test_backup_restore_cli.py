@@ -13,7 +13,7 @@ from breakwater.backup import backup, store_rows
 from breakwater.cli import main
 from breakwater.config import Settings
 from tests.acceptance.shell import run
-from tests.integration.test_backup_restore import settings_for, small_deployment, table_rows
+from tests.integration.test_backup_restore import damage, settings_for, small_deployment, table_rows
 
 
 def flags(settings: Settings) -> list[str]:
@@ -48,10 +48,7 @@ def test_a_damaged_backup_exits_1_with_one_line(
 ) -> None:
     live = small_deployment(tmp_path, kystverket_path)
     backup(live, tmp_path / "backup")
-    damaged = tmp_path / "backup" / "dead-letters.sqlite3"
-    data = bytearray(damaged.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    damaged.write_bytes(bytes(data))
+    damage(tmp_path / "backup" / "dead-letters.sqlite3")
 
     target = settings_for(f"sqlite:///{tmp_path / 'new' / 'store.sqlite3'}", tmp_path / "new" / "dl.sqlite3")
     assert main([*flags(target), "restore", str(tmp_path / "backup"), "--yes"]) == 1

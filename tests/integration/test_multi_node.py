@@ -17,7 +17,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import uuid
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -27,7 +26,7 @@ import pytest
 import redis
 
 from breakwater.stores.redis import RedisKeys
-from tests.conftest import REDIS_URL
+from tests.conftest import REDIS_URL, scratch_redis_prefix
 
 DRIVER = Path(__file__).with_name("multi_node_driver.py")
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,13 +35,8 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def second_prefix(redis_server: str) -> Iterator[str]:
     """A key prefix for the reference run, deleted afterwards."""
-    prefix = f"test{uuid.uuid4().hex[:10]}:"
-    yield prefix
-    client = redis.Redis.from_url(redis_server)
-    keys = list(client.scan_iter(f"{prefix}*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    with scratch_redis_prefix(redis_server) as prefix:
+        yield prefix
 
 
 def run_driver(workdir: Path, capture: Path, prefix: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from breakwater.errors import QueueUnavailable, StoreUnavailable
 from breakwater.gate import SinkGate
 from breakwater.reports import ReportBatch
 from breakwater.stores.base import WriteResult
-from breakwater.writer import LANE_STALLED_ERROR, ShardWriter
+from breakwater.writer import LANE_SUSPECT_ERROR, ShardWriter
 from tests.unit.fakes import Clock, MemorySink, batch_of, position
 
 BOUND_S = 60.0  # generous: only a hang reaches it
@@ -99,7 +99,7 @@ def test_behind_a_store_that_failed_batches_go_to_the_queue_while_it_is_probed(t
     reports = out[0]
     assert all(r.counts[acc.sink("db", acc.OUTCOME_WRITTEN)] == 5 for r in reports)
     assert all(r.counts[acc.sink("redis", acc.OUTCOME_DLQ)] == 5 for r in reports)
-    assert queue.stats().by_error == {"StoreUnavailable": 5, LANE_STALLED_ERROR: 15}
+    assert queue.stats().by_error == {"StoreUnavailable": 5, LANE_SUSPECT_ERROR: 15}
     assert writer.drain_metrics().counters[("ais_lane_diverted", (("sink", "redis"),))] == 15
     assert probe.is_alive()  # still frozen: the probe's batch waits for its own Redis call
     redis.thaw()
