@@ -77,10 +77,13 @@ class Feed:
 
     def send(self, fraction: float) -> None:
         """Send lines up to `fraction` of the capture."""
+        self.send_until(int(len(self.lines) * fraction))
+
+    def send_until(self, end: int) -> None:
+        """Send the lines before index `end`."""
         # Bounded generously: a loaded 2-core machine can take a minute and more to start Ray.
         assert self._accepted.wait(300), "the ingest job never connected to the feed"
         assert self.conn is not None
-        end = int(len(self.lines) * fraction)
         self.conn.sendall(b"".join(line + b"\n" for line in self.lines[self.sent : end]))
         self.sent = end
 
