@@ -17,11 +17,12 @@ import itertools
 import json
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import BaseModel, TypeAdapter
@@ -31,16 +32,23 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperCommand, TyperOption
 
+from breakwater.admin import AdminGuard, who_am_i
 from breakwater.client import Client
-from breakwater.config import load_settings
+from breakwater.config import Settings, load_settings
 from breakwater.errors import BreakwaterError, ConfigError
 from breakwater.runtime import load_runtime
+from breakwater.stores.schema import LATEST_VERSION
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 # No command is a usage error ("Missing command.", exit 2, on stderr), not the help: typer's
 # no_args_is_help prints the help to stdout.
 app = typer.Typer(add_completion=False, help=__doc__.split("\n\n")[0])
 dlq_app = typer.Typer(help="The dead-letter queue: inspect, retry, clear, redrive.")
 app.add_typer(dlq_app, name="dlq")
+schema_app = typer.Typer(help="The SQL store's schema version; downgrade it to roll a release back.")
+app.add_typer(schema_app, name="schema")
 console = Console()
 PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 
@@ -366,6 +374,109 @@ def _report(opts: Options, result: dict[str, Any], lines: list[str]) -> None:
         print(json.dumps(result, indent=2))
     else:
         print("\n".join(lines))
+
+
+# -- schema ------------------------------------------------------------------------------------
+
+
+@schema_app.callback(invoke_without_command=True)
+def schema_versions(ctx: typer.Context) -> None:
+    """Print the store's schema version and this release's."""
+    if ctx.invoked_subcommand is not None:
+        return
+    opts = _options(ctx)
+    settings = load_settings(opts.overrides, opts.config)
+    with _sql_engine(settings) as engine:
+        store = _store_version(engine, settings.database_url)
+    if store == LATEST_VERSION:
+        meaning = "the same"
+    elif store < LATEST_VERSION:
+        meaning = "older: an ingest job of this release upgrades it when it starts"
+    else:
+        meaning = "newer than this release: use the release that upgraded it"
+    lines = [f"store schema version {store}", f"this release's schema version {LATEST_VERSION} ({meaning})"]
+    _report(opts, {"store": store, "release": LATEST_VERSION}, lines)
+
+
+@schema_app.command("downgrade")
+def schema_downgrade(
+    ctx: typer.Context,
+    version: Annotated[
+        int, typer.Argument(metavar="N", min=1, max=LATEST_VERSION, help="the schema version to go back to")
+    ],
+    yes: Annotated[bool, typer.Option("--yes", help="really downgrade")] = False,
+    force: Annotated[bool, typer.Option("--force", help="even if soft-deleted vessels would be shown again")] = False,
+) -> None:
+    """Take the store's schema down to version N (needs --yes and the admin token).
+
+    For rolling back to a release that knows version N: stop the jobs first. Every history row
+    is kept; soft-deleted vessels are refused unless --force."""
+    from breakwater.stores.schema import downgrade
+
+    opts = _options(ctx)
+    if not yes:
+        raise ValueError("downgrading changes the store's schema: stop the jobs, back it up, then pass --yes")
+    settings = load_settings(opts.overrides, opts.config)
+    with _sql_engine(settings) as engine:
+        store = _store_version(engine, settings.database_url)
+        if store == version:
+            unchanged = f"the store is at schema version {store} already: nothing changed"
+            _report(opts, {"before": store, "after": store, "notes": []}, [unchanged])
+            return
+        _schema_guard(settings, engine, store).check(opts.admin_token, f"schema downgrade to {version}", who_am_i())
+        done = downgrade(engine, version, force=force)
+    lines = [f"schema downgraded from version {done.before} to {done.after}", *done.notes]
+    _report(opts, {"before": done.before, "after": done.after, "notes": list(done.notes)}, lines)
+
+
+@contextmanager
+def _sql_engine(settings: Settings) -> Iterator[Engine]:
+    """The SQL store the settings name; never a new one (a missing SQLite file is an error)."""
+    from breakwater.stores.engine import make_engine
+
+    engine = make_engine(settings.database_url, timeout_s=settings.store_timeout_s, create=False)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _store_version(engine: Engine, url: str) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from breakwater.stores.base import mask_url
+    from breakwater.stores.engine import DATABASE_SETTING, cannot_use
+    from breakwater.stores.schema import current_version
+
+    try:
+        with engine.connect() as conn:
+            version = current_version(conn)
+    except SQLAlchemyError as e:
+        raise cannot_use(url, e) from e
+    if version == 0:
+        raise ConfigError(
+            DATABASE_SETTING, f"{mask_url(url)} is not a Breakwater store (it has no breakwater_schema table)"
+        )
+    return version
+
+
+def _schema_guard(settings: Settings, engine: Engine, version: int) -> AdminGuard:
+    """The store decides who may change it: the digest in `breakwater_settings` (version 3 on),
+    or, in a store from before that table, the digest the same ingest job saved in the
+    dead-letter journal. The caller's own settings never decide."""
+    from breakwater.admin import journal_guard
+    from breakwater.journal import Snapshots
+    from breakwater.stores.deployment import load_admin_digest
+
+    if version >= 3:  # the version that added breakwater_settings
+        return AdminGuard(load_admin_digest(engine))
+    if not settings.dlq.path.is_file():  # looking never creates a journal
+        return AdminGuard(None)
+    snapshots = Snapshots(settings.dlq.path)
+    try:
+        return journal_guard(snapshots)
+    finally:
+        snapshots.close()
 
 
 # -- dead-letter queue and breakers -------------------------------------------------------------

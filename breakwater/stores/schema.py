@@ -8,12 +8,18 @@ which is the index track queries need.
 
 The program creates and upgrades the schema on start (`migrate`): `breakwater_schema` holds
 the version, and each step in `MIGRATIONS` upgrades one version in place without losing rows.
+Going back is an operator's decision, never a job's (`downgrade`, `breakwater schema
+downgrade N`): each step in `DOWNGRADES` undoes one upgrade, keeps every history row, and
+refuses what would lose data silently.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,12 +36,15 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    func,
     select,
     text,
 )
 from sqlalchemy.dialects.postgresql import TIMESTAMP
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeEngine
+
+from breakwater.errors import BreakwaterError
 
 log = logging.getLogger("breakwater.schema")
 
@@ -201,23 +210,125 @@ def current_version(conn: Connection) -> int:
     return int(version or 0)
 
 
-def migrate(engine: Engine, target: int = LATEST_VERSION) -> tuple[int, int]:
-    """Bring the database to `target`, one version at a time; returns (before, after).
+class SchemaError(BreakwaterError):
+    """The store cannot be moved to the schema version asked for: it is newer than this
+    release, or going down would lose what the operator has not decided to lose."""
 
-    On PostgreSQL an advisory lock keeps two starting jobs from upgrading at once; SQLite's
-    write lock (BEGIN IMMEDIATE) does the same there."""
+
+@contextmanager
+def _schema_lock(engine: Engine) -> Iterator[Connection]:
+    """One transaction holding the schema lock, so two starting jobs (or a job and an operator)
+    never change the schema at once: on PostgreSQL an advisory lock, on SQLite its write lock
+    (BEGIN IMMEDIATE). Every schema change is transactional on both, so a step that fails
+    leaves the store as it was."""
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(74657)"))
+        yield conn
+
+
+def _set_version(conn: Connection, version: int) -> None:
+    conn.execute(schema_version.delete())
+    conn.execute(schema_version.insert().values(version=version))
+
+
+def migrate(engine: Engine, target: int = LATEST_VERSION) -> tuple[int, int]:
+    """Bring the database up to `target`, one version at a time; returns (before, after).
+    It never moves a store down: a store at or above `target` is left as it is."""
+    with _schema_lock(engine) as conn:
         before = current_version(conn)
         if before > LATEST_VERSION:
-            raise RuntimeError(
+            raise SchemaError(
                 f"the database has schema version {before}, newer than this Breakwater "
                 f"({LATEST_VERSION}): upgrade Breakwater"
             )
         for version in range(before, target):
             MIGRATIONS[version](conn)
-            conn.execute(schema_version.delete())
-            conn.execute(schema_version.insert().values(version=version + 1))
+            _set_version(conn, version + 1)
             log.info("database schema upgraded to version %d", version + 1)
     return before, max(before, target)
+
+
+# -- downgrades --------------------------------------------------------------------------------
+
+SQLITE_DROP_COLUMN = (3, 35, 0)
+
+
+def _from_v3(conn: Connection, force: bool) -> list[str]:
+    """Drops `breakwater_settings`. What it held (the admin token's digest) is recreated by
+    the next ingest job of a release that knows version 3, from its BREAKWATER_ADMIN_TOKEN."""
+    held = conn.execute(select(func.count()).select_from(deployment_settings)).scalar_one()
+    deployment_settings.drop(conn)
+    if not held:
+        return ["dropped breakwater_settings (it was empty)"]
+    return [
+        "dropped breakwater_settings and the admin token's digest it held: a version-2 release "
+        "checks the BREAKWATER_ADMIN_TOKEN of whoever runs an admin command, so set it there; "
+        "after upgrading again, admin commands are refused until an ingest job started with "
+        "BREAKWATER_ADMIN_TOKEN records the token again"
+    ]
+
+
+def _from_v2(conn: Connection, force: bool) -> list[str]:
+    """Drops soft delete (`vessels.deleted_at`) and the box-query index. Version 1 has no
+    soft delete: a soft-deleted vessel would be shown again, so that needs `force`."""
+    hidden = conn.execute(
+        select(func.count()).select_from(vessels).where(vessels.c.deleted_at.is_not(None))
+    ).scalar_one()
+    if hidden and not force:
+        raise SchemaError(
+            f"{hidden} vessel(s) are soft-deleted and version 1 has no soft delete, so they would "
+            "be shown again: purge them (purge-deleted --yes) or bring them back "
+            "(restore-vessel MMSI) first, or pass --force to show them again"
+        )
+    if conn.dialect.name == "sqlite" and sqlite3.sqlite_version_info < SQLITE_DROP_COLUMN:
+        raise SchemaError(
+            f"SQLite {sqlite3.sqlite_version} cannot drop a column (3.35 or later can): "
+            "run the downgrade where Python has a newer SQLite; nothing was changed"
+        )
+    conn.execute(text("DROP INDEX latest_positions_lat_lon"))
+    conn.execute(text("ALTER TABLE vessels DROP COLUMN deleted_at"))
+    notes = ["dropped vessels.deleted_at and the index latest_positions_lat_lon"]
+    if hidden:
+        notes.append(f"{hidden} soft-deleted vessel(s) are shown again (--force)")
+    return notes
+
+
+# DOWNGRADES[v] takes a store from version v to v - 1 and says what the operator should know.
+# Version 1 is the first schema: there is nothing to go back to from it.
+DOWNGRADES: dict[int, Callable[[Connection, bool], list[str]]] = {3: _from_v3, 2: _from_v2}
+
+
+@dataclass(frozen=True)
+class Downgrade:
+    before: int
+    after: int
+    notes: tuple[str, ...]
+
+
+def downgrade(engine: Engine, target: int, *, force: bool = False) -> Downgrade:
+    """Take the store down to `target` (1 to LATEST_VERSION), one version at a time, in one
+    transaction under the lock `migrate` takes: all steps happen or none. History rows
+    (`positions`, `static_reports`, `other_messages`) are never touched. Refuses (SchemaError)
+    a store newer than this release, one older than `target`, and a step that would lose data
+    the operator has not chosen to lose (soft-deleted vessels, unless `force`)."""
+    if not 1 <= target <= LATEST_VERSION:
+        raise ValueError(f"schema version {target}: choose 1 to {LATEST_VERSION}")
+    with _schema_lock(engine) as conn:
+        before = current_version(conn)
+        if before > LATEST_VERSION:
+            raise SchemaError(
+                f"the store has schema version {before}, newer than this Breakwater ({LATEST_VERSION}): "
+                "downgrade it with the release that upgraded it"
+            )
+        if before < target:
+            raise SchemaError(
+                f"the store has schema version {before}, older than {target}: a downgrade only goes "
+                "down (an ingest job upgrades the store when it starts)"
+            )
+        notes: list[str] = []
+        for version in range(before, target, -1):
+            notes += DOWNGRADES[version](conn, force)
+            _set_version(conn, version - 1)
+            log.info("database schema downgraded to version %d", version - 1)
+    return Downgrade(before, target, tuple(notes))
