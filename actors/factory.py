@@ -9,6 +9,8 @@ CLI):
     retry-scheduler    drains the queue every interval   restarted
 
 Writers belong to the ingest job that made them (`writer-<job>-<shard>`) and die with it.
+They are spread over the cluster's nodes (`scheduling_strategy="SPREAD"`), and a writer whose
+node is lost is restarted on another.
 Every actor reserves `num_cpus=0`: they wait on I/O, and on a 2-CPU machine an actor that
 held a CPU would starve the decode tasks. Actors that Ray restarts re-run their calls
 (`max_task_retries=-1`), which is safe because every write is idempotent.
@@ -29,6 +31,10 @@ from breakwater.config import Settings
 from breakwater.deployment import Deployment
 
 HEAD_NODE = {"node:__internal_head__": 0.001}
+# Ray places an actor that requests no resource at all on a random node and ignores SPREAD
+# for it (ray-project/ray#27577); a token memory reservation, far below a writer's working
+# set and never a limit, puts writers under the spread policy.
+WRITER_MEMORY_BYTES = 16 * 2**20
 DEAD_LETTERS = "dead-letters"
 METRICS = "metrics"
 SCHEDULER = "retry-scheduler"
@@ -89,6 +95,8 @@ def writer_actor(
             name=writer_name(job_id, shard),
             namespace=settings.namespace,
             num_cpus=0,
+            memory=WRITER_MEMORY_BYTES,
+            scheduling_strategy="SPREAD",
             max_concurrency=WriterActor.CONCURRENCY,
             max_restarts=-1,
             max_task_retries=-1,

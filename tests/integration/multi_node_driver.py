@@ -170,7 +170,7 @@ def run(
     # Until the worker node is lost, the head's only CPU is held: every decode task runs on
     # the worker node, so the shard objects that writers are given live in its object store
     # and the node's loss takes them with it (Ray must rebuild them from their lineage).
-    # Writers reserve no CPU; Ray places each on a node at random (GCS actor scheduling).
+    # The two writers are spread over the two nodes (SPREAD): one of them is lost with the node.
     placeholder: Any = ray.remote(_Placeholder)
     busy_head = placeholder.options(
         num_cpus=1, resources={"node:__internal_head__": 0.001}, namespace=namespace
