@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, MetaData, Table, inspect, select, text
+from sqlalchemy.engine import Dialect
 
 from breakwater.admin import token_digest
 from breakwater.cli import main
@@ -34,6 +35,15 @@ AMSA_LINES = 5000
 # -- what a store holds: its shape and its rows -----------------------------------------------
 
 
+# PostgreSQL keeps a FLOAT without precision as DOUBLE PRECISION, and reports it so.
+POSTGRES_TYPE_NAMES = {"FLOAT": "DOUBLE PRECISION"}
+
+
+def type_name(type_: Any, dialect: Dialect) -> str:
+    name = str(type_.compile(dialect=dialect))
+    return POSTGRES_TYPE_NAMES.get(name, name) if dialect.name == "postgresql" else name
+
+
 def schema_shape(engine: Engine) -> dict[str, Any]:
     """What the database itself says it has, per table: columns in order (name, type as the
     dialect writes it, nullable), primary key, and indexes."""
@@ -41,9 +51,7 @@ def schema_shape(engine: Engine) -> dict[str, Any]:
     dialect = engine.dialect
     return {
         name: {
-            "columns": [
-                (c["name"], c["type"].compile(dialect=dialect), c["nullable"]) for c in found.get_columns(name)
-            ],
+            "columns": [(c["name"], type_name(c["type"], dialect), c["nullable"]) for c in found.get_columns(name)],
             "primary_key": found.get_pk_constraint(name)["constrained_columns"],
             "indexes": sorted((i["name"], tuple(i["column_names"])) for i in found.get_indexes(name)),
         }
@@ -57,7 +65,7 @@ def defined_shape(version: int, engine: Engine) -> dict[str, Any]:
     tables = schema.define_tables(MetaData(), version)
     return {
         name: {
-            "columns": [(c.name, c.type.compile(dialect=dialect), c.nullable) for c in table.columns],
+            "columns": [(c.name, type_name(c.type, dialect), c.nullable) for c in table.columns],
             "primary_key": [c.name for c in table.primary_key.columns],
             "indexes": sorted((i.name, tuple(c.name for c in i.columns)) for i in table.indexes),
         }
