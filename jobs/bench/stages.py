@@ -74,6 +74,7 @@ class StageResult:
     counts: dict[str, int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     cpu_seconds: list[float] = field(default_factory=list)  # this process's; a store's server is not in it
+    server_cpu_seconds: list[float] = field(default_factory=list)  # the store server's, where it can be read
 
     def summary(self, corpus_messages: int) -> dict[str, Any]:
         """`msgs_per_s` is the corpus's decoded messages over this stage's time for the whole
@@ -92,6 +93,10 @@ class StageResult:
             "ms_per_batch": round(s * 1000 / self.batches, 3) if self.batches else None,
             "cpu_median_s": round(median_s(self.cpu_seconds), 4) if self.cpu_seconds else None,
             "msgs_per_cpu_s": rate(corpus_messages, median_s(self.cpu_seconds)) if any(self.cpu_seconds) else None,
+            "server_cpu_s": [round(x, 4) for x in self.server_cpu_seconds] or None,
+            "msgs_per_server_cpu_s": (
+                rate(corpus_messages, median_s(self.server_cpu_seconds)) if any(self.server_cpu_seconds) else None
+            ),
             **self.extra,
         }
 
@@ -167,23 +172,31 @@ def capacity(stages: dict[str, dict[str, Any]], targets: dict[str, float]) -> di
 
 
 class _Stopwatch:
-    """Wall and CPU seconds of each timed pass."""
+    """Wall and CPU seconds of each timed pass, and a store server's CPU seconds when a
+    `server_cpu` reading (cumulative seconds, or None where it cannot be read) is given."""
 
     def __init__(self) -> None:
         self.seconds: list[float] = []
         self.cpu_seconds: list[float] = []
+        self.server_cpu_seconds: list[float] = []
 
     @contextmanager
-    def timing(self) -> Iterator[None]:
+    def timing(self, server_cpu: Callable[[], float | None] | None = None) -> Iterator[None]:
+        server = server_cpu() if server_cpu else None
         wall, cpu = time.perf_counter(), time.process_time()
         yield
         self.seconds.append(time.perf_counter() - wall)
         self.cpu_seconds.append(time.process_time() - cpu)
+        after = server_cpu() if server_cpu else None
+        if server is not None and after is not None:
+            self.server_cpu_seconds.append(after - server)
 
     def result(
         self, name: str, unit: str, items: int, batches: int, counts: dict[str, int] | None = None
     ) -> StageResult:
-        return StageResult(name, unit, items, batches, self.seconds, counts or {}, cpu_seconds=self.cpu_seconds)
+        return StageResult(
+            name, unit, items, batches, self.seconds, counts or {}, {}, self.cpu_seconds, self.server_cpu_seconds
+        )
 
 
 def _timed(repeat: int, one_pass: Callable[[int], Any]) -> tuple[_Stopwatch, Any]:
@@ -290,12 +303,17 @@ def shard_batches(decoded: list[DecodedBatch]) -> list[ReportBatch]:
     return [shard for d in decoded for shard in d.shards if len(shard)]
 
 
-def _sink_pass(sink: Any, shards: list[ReportBatch], watch: _Stopwatch) -> tuple[int, int]:
+ServerCpu = Callable[[Any], float | None]  # a sink's store server's CPU seconds so far
+
+
+def _sink_pass(
+    sink: Any, shards: list[ReportBatch], watch: _Stopwatch, server_cpu: ServerCpu | None
+) -> tuple[int, int]:
     """Reports received and reports written, as a writer's lane does it (`writer.restrict`
     to the sink's kinds, `prepare`, `write`), timed on `watch`."""
     received = written = 0
     parts = [restrict(shard, sink.kinds) for shard in shards]
-    with watch.timing():
+    with watch.timing(None if server_cpu is None else lambda: server_cpu(sink)):
         for part in parts:
             prepared, superseded = sink.prepare(part)
             result = sink.write(prepared) if len(prepared) else WriteResult(0, 0)
@@ -306,13 +324,15 @@ def _sink_pass(sink: Any, shards: list[ReportBatch], watch: _Stopwatch) -> tuple
     return received, written
 
 
-def stage_sink(name: str, open_sink: Callable[[int], Any], shards: list[ReportBatch], repeat: int) -> StageResult:
+def stage_sink(
+    name: str, open_sink: Callable[[int], Any], shards: list[ReportBatch], repeat: int, server_cpu: ServerCpu | None
+) -> StageResult:
     """`open_sink(r)` opens the sink over a fresh, empty store for pass r (not timed)."""
     watch, received, written = _Stopwatch(), 0, 0
     for r in range(repeat):
         sink = open_sink(r)
         try:
-            received, written = _sink_pass(sink, shards, watch)
+            received, written = _sink_pass(sink, shards, watch, server_cpu)
         finally:
             sink.close()
     return watch.result(name, "reports", received, len(shards), {"reports": received, "written": written})
@@ -360,7 +380,8 @@ def _through_ray(submit: Callable[[Any], Any], items: list[Any], repeat: int) ->
     only), the seconds of each lone round trip, and the count the remote end returned."""
     import ray
 
-    ray.get(submit(items[0]))  # the worker is up and the code imported before any clock runs
+    # Every worker a pass will use is up, with the code imported, before any clock runs.
+    ray.get([submit(items[0]) for _ in range(IN_FLIGHT)])
     watch, total = _Stopwatch(), 0
     for _ in range(repeat):
         pending: list[Any] = []
@@ -424,6 +445,43 @@ def stages_ray(batches: list[LineBatch], shards: list[ReportBatch], repeat: int)
     return results
 
 
+# -- the store servers' CPU ----------------------------------------------------------------------
+
+
+def _process_cpu_s(pid: int) -> float | None:
+    """User and system CPU seconds of a process on this machine, None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_backend_cpu_s(admin_url: str) -> ServerCpu:
+    """CPU seconds of the PostgreSQL backends serving a SQL sink's database (its pool's
+    connections, named `breakwater`), read from /proc: exact, since no one else uses a
+    scratch database, and 0 before its first write opens them."""
+
+    def read(sink: Any) -> float | None:
+        import psycopg
+
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = 'breakwater'",
+                (sink.engine.url.database,),
+            ).fetchall()
+        found = [_process_cpu_s(int(pid)) for (pid,) in rows]
+        return None if any(x is None for x in found) else sum(x for x in found if x is not None)
+
+    return read
+
+
+def redis_server_cpu_s(sink: Any) -> float | None:
+    """The whole Redis server's CPU seconds (INFO cpu): other clients of a shared server are in it."""
+    info = sink.client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 # -- the command ---------------------------------------------------------------------------------
 
 
@@ -456,13 +514,13 @@ def _store_stages(args: argparse.Namespace, shards: list[ReportBatch], tmp: Path
         return SqlSink(url, timeout_s=30.0)
 
     out = []
-    for name, open_sink in (
-        ("redis", redis),
-        ("postgres", lambda r: sql(scratch.database(f"stages{r}"))),
-        ("sqlite", lambda r: sql(f"sqlite:///{tmp / f'stages-{r}.sqlite3'}")),
+    for name, open_sink, server_cpu in (
+        ("redis", redis, redis_server_cpu_s),
+        ("postgres", lambda r: sql(scratch.database(f"stages{r}")), postgres_backend_cpu_s(args.database_url)),
+        ("sqlite", lambda r: sql(f"sqlite:///{tmp / f'stages-{r}.sqlite3'}"), None),
     ):
         log(f"stages: {name}")
-        out.append(stage_sink(name, open_sink, shards, args.repeat))
+        out.append(stage_sink(name, open_sink, shards, args.repeat, server_cpu))
     log("stages: dlq")
     out.append(stage_dlq(shards, args.repeat, tmp))
     return out
@@ -513,13 +571,15 @@ def console_report(results: dict[str, Any]) -> str:
         f"{results['lines']:,} lines, {results['messages_decoded']:,} messages decoded; {m['cpu_count']} CPUs; "
         f"load average {_load(results['load_average_start'])} at the start, {_load(results['load_average_end'])} "
         f"at the end; medians of {results['repeat']}",
-        f"{'stage':11}{'msg/s':>11}{'msg/cpu-s':>11}{'items/s':>12} {'unit':9}{'ms/batch':>10}{'us/msg':>9}",
+        f"{'stage':11}{'msg/s':>11}{'msg/cpu-s':>11}{'server':>11}{'items/s':>12} {'unit':9}{'ms/batch':>10}",
     ]
     for name, st in results["stages"].items():
         out.append(
-            f"{name:11}{st['msgs_per_s']:>11,.0f}{st['msgs_per_cpu_s'] or 0:>11,.0f}{st['items_per_s']:>12,.0f} "
-            f"{st['unit']:9}{st['ms_per_batch']:>10.2f}{st['us_per_message']:>9.2f}"
+            f"{name:11}{st['msgs_per_s']:>11,.0f}{st['msgs_per_cpu_s'] or 0:>11,.0f}"
+            f"{st['msgs_per_server_cpu_s'] or 0:>11,.0f}{st['items_per_s']:>12,.0f} {st['unit']:9}"
+            f"{st['ms_per_batch']:>10.2f}"
         )
+    out.append("msg/cpu-s: per CPU second of this process; server: per CPU second of the store's server")
     for name in ("ray_task", "ray_actor"):
         st = results["stages"][name]
         out.append(f"{name}: one round trip awaited alone: p50 {st['round_trip_ms_p50']} ms a batch")
