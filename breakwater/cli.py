@@ -448,6 +448,11 @@ def _store_version(engine: Engine, url: str) -> int:
     from breakwater.stores.engine import DATABASE_SETTING, cannot_use
     from breakwater.stores.schema import current_version
 
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and database and database != ":memory:":
+        path = Path(database).expanduser().absolute()
+        if not path.is_file():
+            raise ConfigError(DATABASE_SETTING, f"there is no Breakwater store at {path}: point --database-url at one")
     try:
         with engine.connect() as conn:
             version = current_version(conn)
