@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     writers: int = Field(2, ge=1, le=256, description="persistence actors (MMSI shards)")
     batch_lines: int = Field(5000, ge=1, description="lines per batch handed to a decode task")
     flush_interval_ms: int = Field(500, ge=1, description="a live feed's batch is cut after this long")
+    feed_silence_s: float = Field(
+        120.0, ge=0, description="a connected TCP feed that sends nothing for this long is reconnected; 0: never"
+    )
     max_batches_in_flight: int = Field(4, ge=1, description="batches submitted and not yet written")
     decode_num_cpus: float = Field(1.0, gt=0, description="CPUs a decode task reserves")
     strict_tag_blocks: bool = Field(False, description="reject lines whose tag block checksum fails")

@@ -73,6 +73,21 @@ CATALOG: dict[str, MetricDef] = {
         MetricDef("circuit_breaker_trips", "counter", "Times a breaker opened.", ("breaker",)),
         MetricDef("circuit_breaker_state", "gauge", "Breaker state: 0 closed, 1 half-open, 2 open.", ("breaker",)),
         MetricDef("ais_active_connections", "gauge", "Live feed connections currently open."),
+        MetricDef("ais_source_up", "gauge", "A live feed: 1 while connected (TCP) or listening (UDP).", ("source",)),
+        MetricDef("ais_source_last_line_age_seconds", "gauge", "Seconds since a live feed's last line.", ("source",)),
+        MetricDef("ais_source_lines", "counter", "Lines a live feed delivered.", ("source",)),
+        MetricDef("ais_source_messages", "counter", "AIS messages decoded from a live feed's lines.", ("source",)),
+        MetricDef("ais_source_rejected_lines", "counter", "A live feed's lines rejected, all reasons.", ("source",)),
+        MetricDef("ais_source_reconnects", "counter", "Connections a TCP feed opened after its first.", ("source",)),
+        MetricDef(
+            "ais_source_silences",
+            "counter",
+            "Connections dropped because the feed sent nothing for feed_silence_s.",
+            ("source",),
+        ),
+        MetricDef(
+            "ais_source_dropped", "counter", "Datagrams the kernel dropped for a UDP feed (buffer full).", ("source",)
+        ),
         MetricDef("ais_batches_in_flight", "gauge", "Input batches submitted and not yet written."),
         MetricDef("ais_dlq_size", "gauge", "Records waiting in the dead-letter queue."),
         MetricDef("ais_dlq_bytes", "gauge", "Bytes of records waiting in the dead-letter queue."),

@@ -26,7 +26,7 @@ from breakwater import accounting as acc
 from breakwater.errors import SourceError
 from breakwater.framing import LineBatch, Reader
 from breakwater.metrics import MetricDelta, MetricsBuffer
-from breakwater.sources import Source
+from breakwater.sources import FeedStats, Source
 from breakwater.summary import FAILED, NOT_STARTED, READ_TO_END, STOPPED, IngestSummary, SourceEnd, example_text
 
 log = logging.getLogger("breakwater.pipeline")
@@ -162,6 +162,9 @@ class Ingest:
         self._last_push = 0.0
         self._started_at: datetime | None = None
         self._threads: list[_SourceThread] = []
+        self._batch_source: dict[int, str] = {}  # id(ticket) -> the source its batch came from
+        self._by_source: dict[str, Counter[str]] = {}  # a source's decode counts, from outcomes
+        self._pushed_by_source: Counter[tuple[str, str]] = Counter()
 
     def run(self, sources: Iterable[Source]) -> IngestSummary:
         started = self.clock()
@@ -213,7 +216,9 @@ class Ingest:
                 log.warning("dead-letter queue below its limits again: reading resumes")
                 self._held = False
                 self._metrics.set("ais_dlq_full", 0)
-        self._in_flight.append(self.cluster.submit(batch))
+        ticket = self.cluster.submit(batch)
+        self._in_flight.append(ticket)
+        self._batch_source[id(ticket)] = batch.source
         self._metrics.set("ais_batches_in_flight", len(self._in_flight))
 
     def _collect(self, timeout_s: float) -> None:
@@ -224,6 +229,9 @@ class Ingest:
         for ticket, outcome in self.cluster.wait(self._in_flight, timeout_s):
             self._in_flight.remove(ticket)
             self.counts.update(outcome.counts)
+            source = self._batch_source.pop(id(ticket), None)
+            if source is not None:
+                self._by_source.setdefault(source, Counter()).update(outcome.counts)
             for reason, line in outcome.rejected_examples.items():
                 self._examples.setdefault(reason, line)
             if outcome.dlq_full and not self._held:
@@ -254,10 +262,42 @@ class Ingest:
         self._metrics.set(
             "ais_active_connections", sum(1 for t in threads for s in t.sources if s.live and s.connected)
         )
+        self._count_feeds(threads)
         shipment = self._metrics.drain()
         if shipment:
             self.cluster.push_metrics(shipment)
         self._last_push = self.clock()
+
+    def _count_feeds(self, threads: list[_SourceThread]) -> None:
+        """Each live feed's own metrics, labelled with its name: up, age of its last line,
+        and its running totals (lines, messages, rejected lines, reconnects, silences, kernel
+        drops), shipped as deltas like every counter."""
+        now = time.monotonic()
+        for thread in threads:
+            for source, reader in zip(thread.sources, list(thread.readers), strict=False):
+                stats: FeedStats | None = getattr(source, "stats", None)
+                if stats is None:
+                    continue
+                name = source.name
+                self._metrics.set("ais_source_up", int(source.connected), source=name)
+                if stats.last_line_at is not None:
+                    age = round(now - stats.last_line_at, 3)
+                    self._metrics.set("ais_source_last_line_age_seconds", age, source=name)
+                decoded = self._by_source.get(name, Counter())
+                dropped = getattr(source, "dropped", None)
+                totals = {
+                    "ais_source_lines": stats.lines,
+                    "ais_source_messages": decoded[acc.MESSAGES_DECODED],
+                    "ais_source_rejected_lines": acc.rejected_total(dict(reader.counts)) + acc.rejected_total(decoded),
+                    "ais_source_reconnects": stats.reconnects,
+                    "ais_source_silences": stats.silences,
+                    "ais_source_dropped": dropped() if dropped is not None else 0,
+                }
+                for metric, total in totals.items():
+                    delta = total - self._pushed_by_source[(metric, name)]
+                    if delta > 0:
+                        self._metrics.inc(metric, delta, source=name)
+                        self._pushed_by_source[(metric, name)] = total
 
     def _summary(self, elapsed_s: float, sources: list[SourceEnd]) -> IngestSummary:
         tally = self.cluster.dead_letter_tally(self.job_id)

@@ -1,4 +1,4 @@
-"""Where lines come from: files (plain or gzip), standard input, live TCP feeds.
+"""Where lines come from: files (plain or gzip), standard input, live TCP and UDP feeds.
 
 All file and socket I/O of Breakwater's input lives here. A source yields raw lines as bytes;
 a live source also yields None when no line arrived for a moment, so the reader can cut a
@@ -9,8 +9,17 @@ Source specs, as given on the command line:
     path/to/file.nmea       a file; gzip is recognised by its magic bytes, not its name
     -                       standard input
     tcp://host:port         a live feed (an AIS receiver or aggregator); reconnects with
-                            backoff when the connection drops
+                            backoff and jitter when the connection drops, is refused or
+                            stays silent for `silence_s`
     tcp://host:port?reconnect=0   the same, ending when the peer closes the connection
+    udp://host:port         a UDP listener bound to host:port (0.0.0.0 for every interface):
+                            each datagram holds whole lines; datagrams the kernel dropped
+                            because the socket's buffer was full are counted
+    ...?name=north          any live feed: the source's name in reports and metrics
+                            (default: the spec without its query)
+
+A live source keeps `FeedStats` (lines, last line's time, reconnects, kernel drops); the
+ingest loop turns them into per-source metrics.
 
 A source that cannot be read to its end (a truncated gzip file, an I/O error, a feed with
 reconnect=0 that is refused or reset) raises SourceError from `lines`, after the lines it
@@ -22,12 +31,15 @@ from __future__ import annotations
 import gzip
 import io
 import logging
+import os
+import random
 import socket
 import sys
 import threading
 import time
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 from urllib.parse import parse_qs, urlsplit
@@ -44,6 +56,21 @@ _READ_SIZE = 1 << 16
 # What reading a file or a pipe raises when it cannot go on: I/O errors, a gzip stream cut
 # short (EOFError) or corrupt (zlib.error; gzip.BadGzipFile is an OSError).
 _READ_ERRORS = (OSError, EOFError, zlib.error)
+
+
+@dataclass
+class FeedStats:
+    """What a live source knows about its own traffic; read by the ingest loop (another
+    thread) for the metrics, so each field is a plain value written in one step."""
+
+    lines: int = 0
+    last_line_at: float | None = None  # time.monotonic() of the last line
+    reconnects: int = 0  # connections opened after the first one
+    silences: int = 0  # connections dropped because the peer sent nothing for silence_s
+
+    def saw(self, lines: int) -> None:
+        self.lines += lines
+        self.last_line_at = time.monotonic()
 
 
 class Source(Protocol):
@@ -134,12 +161,25 @@ class StdinSource:
             raise SourceError(f"{self.name}: not read to its end: {e}") from e
 
 
+def backoff_delays(first_s: float, max_s: float, rng: random.Random | None = None) -> Iterator[float]:
+    """Waits between reconnection attempts: doubling from `first_s` up to `max_s`, each one
+    drawn from its upper half, so feeds that dropped together do not all return together."""
+    rng = rng or random.Random()
+    delay = first_s
+    while True:
+        yield rng.uniform(delay / 2, delay)
+        delay = min(delay * 2, max_s)
+
+
 class TcpFeed:
-    """A live NMEA feed over TCP. Yields None every `idle_s` without data, reconnects after
-    `backoff_s` (doubling up to `max_backoff_s`) when the connection drops or is refused.
+    """A live NMEA feed over TCP. Yields None every `idle_s` without data; reconnects, with
+    backoff and jitter (`backoff_delays`), when the connection drops or is refused, and when
+    a connected peer sends nothing for `silence_s` (0: never), which is how a feed that hangs
+    without closing looks.
 
     With `reconnect=False` the feed ends when the peer closes the connection; a refused
-    connection or one that breaks is a SourceError, since the feed was not read to its end."""
+    connection or one that breaks is a SourceError, since the feed was not read to its end.
+    Silence is not checked then: such a feed is a replay that ends by closing."""
 
     live = True
 
@@ -148,17 +188,21 @@ class TcpFeed:
         host: str,
         port: int,
         *,
+        name: str | None = None,
         reconnect: bool = True,
         idle_s: float = 0.25,
+        silence_s: float = 0.0,
         backoff_s: float = 1.0,
         max_backoff_s: float = 30.0,
     ) -> None:
         self.host, self.port = host, port
-        self.name = f"tcp://{host}:{port}"
+        self.name = name or f"tcp://{host}:{port}"
         self.reconnect = reconnect
         self.idle_s = idle_s
+        self.silence_s = silence_s if reconnect else 0.0
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
+        self.stats = FeedStats()
         self._connected = False
 
     @property
@@ -166,15 +210,18 @@ class TcpFeed:
         return self._connected
 
     def lines(self, stop: threading.Event) -> Iterator[bytes | None]:
-        delay = self.backoff_s
+        delays = backoff_delays(self.backoff_s, self.max_backoff_s)
+        connections = 0
         while not stop.is_set():
             step = "cannot connect"
             try:
                 with socket.create_connection((self.host, self.port), timeout=5.0) as sock:
                     sock.settimeout(self.idle_s)
                     self._connected = True
+                    connections += 1
+                    self.stats.reconnects = connections - 1
                     step = "connection lost"
-                    delay = self.backoff_s
+                    delays = backoff_delays(self.backoff_s, self.max_backoff_s)
                     log.info("%s: connected", self.name)
                     yield from self._read(sock, stop)
             except OSError as e:
@@ -186,37 +233,132 @@ class TcpFeed:
             if not self.reconnect:
                 return
             yield None
-            stop.wait(delay)
-            delay = min(delay * 2, self.max_backoff_s)
+            stop.wait(next(delays))
 
     def _read(self, sock: socket.socket, stop: threading.Event) -> Iterator[bytes | None]:
         pending = b""
+        heard = time.monotonic()
         while not stop.is_set():
             try:
                 chunk = sock.recv(_READ_SIZE)
             except TimeoutError:
+                if self.silence_s and time.monotonic() - heard >= self.silence_s:
+                    self.stats.silences += 1
+                    log.warning("%s: nothing received for %.0f s: reconnecting", self.name, self.silence_s)
+                    return
                 yield None
                 continue
+            heard = time.monotonic()
             if not chunk:
                 if pending:
+                    self.stats.saw(1)
                     yield pending
                 log.info("%s: closed by the peer", self.name)
                 return
             pending += chunk
             *complete, pending = pending.split(b"\n")
-            yield from complete
+            if complete:
+                self.stats.saw(len(complete))
+                yield from complete
 
 
-def open_source(spec: str) -> Source:
-    """A source from its command-line spec; SourceError if it cannot be used."""
+class UdpListener:
+    """A UDP socket bound to host:port that receives NMEA datagrams, each of one or more
+    whole lines (what receivers and forwarders send). Yields None every `idle_s` without a
+    datagram. UDP has no backpressure: when the reader falls behind, the kernel drops
+    datagrams once the socket's receive buffer (`buffer_bytes`) is full; `dropped()` counts
+    them (Linux), so a loss is never silent."""
+
+    live = True
+
+    def __init__(
+        self, host: str, port: int, *, name: str | None = None, idle_s: float = 0.25, buffer_bytes: int = 8 << 20
+    ) -> None:
+        self.host, self.port = host, port
+        self.name = name or f"udp://{host}:{port}"
+        self.idle_s = idle_s
+        self.buffer_bytes = buffer_bytes
+        self.stats = FeedStats()
+        self._bound = False
+        self._inode: int | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._bound
+
+    def lines(self, stop: threading.Event) -> Iterator[bytes | None]:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.buffer_bytes)
+            try:
+                sock.bind((self.host, self.port))
+            except OSError as e:
+                raise SourceError(f"{self.name}: cannot listen on {self.host}:{self.port}: {e}") from e
+            sock.settimeout(self.idle_s)
+            self._inode = os.fstat(sock.fileno()).st_ino
+            self._bound = True
+            log.info("%s: listening", self.name)
+            try:
+                while not stop.is_set():
+                    try:
+                        datagram = sock.recv(65535)
+                    except TimeoutError:
+                        yield None
+                        continue
+                    lines = [line for line in datagram.split(b"\n") if line.strip()]
+                    self.stats.saw(len(lines))
+                    yield from lines
+            finally:
+                self._bound = False
+
+    def dropped(self) -> int:
+        """Datagrams the kernel dropped for this socket (its `drops` in /proc/net/udp); 0
+        where that is not known."""
+        return udp_drops(self._inode) if self._inode is not None else 0
+
+
+def udp_drops(inode: int) -> int:
+    """The kernel's drop count of the UDP socket with this inode (Linux /proc/net/udp and
+    udp6: the inode is the 10th field, drops the last)."""
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 12 and fields[9] == str(inode):
+                return int(fields[-1])
+    return 0
+
+
+def _flag(query: dict[str, list[str]], key: str, default: bool) -> bool:
+    if key not in query:
+        return default
+    return query[key][0] not in ("0", "false", "no")
+
+
+def open_source(spec: str, *, silence_s: float = 0.0) -> Source:
+    """A source from its command-line spec; SourceError if it cannot be used. `silence_s` is
+    how long a connected TCP feed may stay silent before it is reconnected (0: never)."""
     if spec == "-":
         return StdinSource()
-    if spec.startswith("tcp://"):
-        parts = urlsplit(spec)
-        if not parts.hostname or not parts.port:
-            raise SourceError(f"{spec}: a feed needs tcp://host:port")
-        reconnect = parse_qs(parts.query).get("reconnect", ["1"])[0] not in ("0", "false", "no")
-        return TcpFeed(parts.hostname, parts.port, reconnect=reconnect)
+    for scheme in ("tcp", "udp"):
+        if spec.startswith(f"{scheme}://"):
+            parts = urlsplit(spec)
+            try:
+                port = parts.port
+            except ValueError:
+                port = None
+            if not parts.hostname or not port:
+                raise SourceError(f"{spec}: a feed needs {scheme}://host:port")
+            query = parse_qs(parts.query)
+            name = query.get("name", [None])[0] or f"{scheme}://{parts.netloc}"
+            if scheme == "udp":
+                return UdpListener(parts.hostname, port, name=name)
+            reconnect = _flag(query, "reconnect", True)
+            return TcpFeed(parts.hostname, port, name=name, reconnect=reconnect, silence_s=silence_s)
     return FileSource(spec)
 
 

@@ -30,7 +30,9 @@ log = logging.getLogger("breakwater.ingest")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m jobs.ingest", description=__doc__.splitlines()[0])
-    parser.add_argument("sources", nargs="+", help="files (plain or gzip), - for stdin, tcp://host:port feeds")
+    parser.add_argument(
+        "sources", nargs="+", help="files (plain or gzip), - for stdin, tcp://host:port and udp://host:port feeds"
+    )
     parser.add_argument("--summary-json", type=Path, help="also write the summary as JSON to this file")
     parser.add_argument("--job-id", help="name of this job in the dead-letter queue (default: time + random)")
     parser.add_argument("--no-scheduler", action="store_true", help="do not start the retry scheduler")
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = settings_from_args(args)
         setup_logging(settings.log_level)
-        sources = [open_source(spec) for spec in args.sources]
+        sources = [open_source(spec, silence_s=settings.feed_silence_s) for spec in args.sources]
         check_stores(settings)
         publish_admin_token(settings)
     except BreakwaterError as e:
