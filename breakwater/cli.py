@@ -411,7 +411,10 @@ def schema_downgrade(
 
     For rolling back to a release that knows version N: stop the jobs first. Every history row
     is kept; soft-deleted vessels are refused unless --force."""
-    from breakwater.stores.schema import downgrade
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from breakwater.stores.base import redact
+    from breakwater.stores.schema import SchemaError, downgrade
 
     opts = _options(ctx)
     if not yes:
@@ -424,7 +427,12 @@ def schema_downgrade(
             _report(opts, {"before": store, "after": store, "notes": []}, [unchanged])
             return
         _schema_guard(settings, engine, store).check(opts.admin_token, f"schema downgrade to {version}", who_am_i())
-        done = downgrade(engine, version, force=force)
+        try:
+            done = downgrade(engine, version, force=force)
+        except SQLAlchemyError as e:  # a lock not granted in time, a lost connection: rolled back
+            cause = (str(getattr(e, "orig", e)).strip().splitlines() or [type(e).__name__])[0]
+            cause = redact(cause, settings.database_url)
+            raise SchemaError(f"the downgrade failed and changed nothing: {cause}") from e
     lines = [f"schema downgraded from version {done.before} to {done.after}", *done.notes]
     _report(opts, {"before": done.before, "after": done.after, "notes": list(done.notes)}, lines)
 

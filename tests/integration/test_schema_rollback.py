@@ -202,3 +202,26 @@ def test_soft_deleted_vessels_refuse_the_downgrade_that_would_show_them_and_noth
     )
     assert schema_shape(engine) == defined_shape(1, engine)
     engine.dispose()
+
+
+def test_a_downgrade_that_cannot_have_its_locks_in_time_changes_nothing(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A reader still holding a table (a job not stopped) makes the step wait; past
+    `store_timeout_s` the downgrade gives up with one line and the store is as it was."""
+    import psycopg
+
+    engine = make_engine(postgres_url)
+    schema.migrate(engine)
+    save_admin_digest(postgres_url, token_digest(TOKEN), timeout_s=10)
+    monkeypatch.setenv("BREAKWATER_STORE_TIMEOUT_S", "1")
+    flags = ["--database-url", postgres_url, "--dlq-path", str(tmp_path / "dl.sqlite3"), "--admin-token", TOKEN]
+    with psycopg.connect(postgres_url) as reader:
+        reader.execute("SELECT * FROM breakwater_settings")  # holds its lock until the transaction ends
+        assert main([*flags, "schema", "downgrade", "2", "--yes"]) == 1
+    assert capsys.readouterr().err == (
+        "breakwater: the downgrade failed and changed nothing: canceling statement due to statement timeout\n"
+    )
+    assert stored_version(engine) == schema.LATEST_VERSION
+    assert schema_shape(engine) == defined_shape(schema.LATEST_VERSION, engine)
+    engine.dispose()
