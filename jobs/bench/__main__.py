@@ -16,6 +16,11 @@ Scenarios (`--scenario`, default throughput; `all` runs them all in turn):
                 is_full at 10,000 and at --records waiting records; then a long outage:
                 Breakwater over --outage-lines lines with Redis down for the whole ingest,
                 Redis back, `jobs.retry_dlq --force`, and Redis compared with a run without it
+    soak        live TCP feeds at --rate lines/s for --minutes (default 10) with Redis flapping
+                (down --flap-down-s every --flap-every-s); SIGTERM, drain, lost lines, stores
+                against a run without faults, memory and latency every minute (`soak`)
+    stress      the same feeds as fast as the job takes them, no faults, --minutes (default 2):
+                backpressure, peak memory, nothing lost, and the job's ceiling
 
 Every measurement against the stores gets a fresh, empty scratch database and Redis key prefix
 (`scratch`); how rates and memory are measured is told in `runners` and `sampling`.
@@ -41,9 +46,10 @@ from jobs.bench.outage import scenario_outage
 from jobs.bench.runners import run_plain
 from jobs.bench.scenarios import Context, make_corpus, scenario_memory, scenario_throughput
 from jobs.bench.scratch import Scratch
+from jobs.bench.soak import console_lines, live_runs, scenario_soak, scenario_stress
 
-SCENARIOS = ("throughput", "memory", "outage", "fastpath", "dlq-scale")
-NEEDS_SERVERS = frozenset({"throughput", "memory", "outage", "dlq-scale"})
+SCENARIOS = ("throughput", "memory", "outage", "fastpath", "dlq-scale", "soak", "stress")
+NEEDS_SERVERS = frozenset({"throughput", "memory", "outage", "dlq-scale", "soak", "stress"})
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -80,6 +86,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=1_000_000,
         help="lines ingested with Redis down in the dlq-scale scenario, default 1000000; 0 skips that part",
     )
+    p.add_argument("--minutes", type=float, help="soak and stress: minutes of feeding (default 10 and 2)")
+    p.add_argument("--rate", type=int, default=5000, help="soak: lines/s over all feeds, default 5000")
+    p.add_argument("--feeds", type=int, default=2, help="soak and stress: live TCP feeds, default 2")
+    p.add_argument("--flap-down-s", type=float, default=10.0, help="soak: seconds Redis is down a period, default 10")
+    p.add_argument("--flap-every-s", type=float, default=60.0, help="soak: the flapping period, default 60")
     p.add_argument("--timeout-s", type=float, default=1800.0, help="longest any one run may take")
     p.add_argument("--keep", action="store_true", help="keep the scratch databases, keys and temp files")
     return p.parse_args(argv)
@@ -149,7 +160,7 @@ def console_report(results: dict[str, Any]) -> str:
         out += _fastpath_lines(results["fastpath"])
     if results.get("dlq_scale"):
         out += _dlq_scale_lines(results["dlq_scale"])
-    return "\n".join(out)
+    return "\n".join(out + console_lines(results))
 
 
 def _dlq_scale_lines(d: dict[str, Any]) -> list[str]:
@@ -204,6 +215,10 @@ def run_scenarios(args: argparse.Namespace, ctx: Context, wanted: set[str], resu
     if "fastpath" in wanted:
         results["fastpath"] = scenario_fastpath(ctx.tmp, args.lines, args.fastpath_decisions)
         results.update({k: v for k, v in results["fastpath"].items() if k.startswith("fastpath_")})
+    if "soak" in wanted:
+        results["soak"] = scenario_soak(ctx, args)
+    if "stress" in wanted:
+        results["stress"] = scenario_stress(ctx, args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,7 +256,7 @@ def _runs(results: dict[str, Any]) -> list[dict[str, Any]]:
         runs += [results["outage"]["run"], results["outage"]["drain"]]
     if (results.get("dlq_scale") or {}).get("long_outage"):
         runs += [results["dlq_scale"]["long_outage"]["run"], results["dlq_scale"]["long_outage"]["drain"]]
-    return runs
+    return runs + live_runs(results)
 
 
 if __name__ == "__main__":
