@@ -34,9 +34,16 @@ ADDRESS_SETTING = "RAY_ADDRESS (--address, BREAKWATER_RAY_ADDRESS)"
 
 
 def init_ray(
-    address: str | None = None, *, num_cpus: int | None = None, log_to_driver: bool = True, timeout_s: float = 30.0
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    log_to_driver: bool = True,
+    timeout_s: float = 30.0,
+    dashboard: bool = False,
 ) -> None:
-    """Join the cluster at `address`, or start a local one when it is None.
+    """Join the cluster at `address`, or start a local one when it is None: without Ray's
+    dashboard unless `dashboard` (it costs start-up time, dies with the job, and would take
+    port 8265 from a `ray start --head` on the same machine).
 
     ConfigError (naming RAY_ADDRESS) when the cluster cannot be reached or refuses us."""
     if ray.is_initialized():
@@ -44,7 +51,7 @@ def init_ray(
     settle_auth_mode(joining=address is not None)
     kwargs: dict[str, Any] = {"log_to_driver": log_to_driver, "configure_logging": False}
     if address is None:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=None, **kwargs)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, **kwargs)
         return
     _check_reachable(address, timeout_s)
     try:

@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     ray_address: str | None = Field(
         None, description="the deployment's Ray cluster (host:port) for jobs and operations; RAY_ADDRESS wins"
     )
+    ray_dashboard: bool = Field(
+        False,
+        description="start Ray's dashboard with the local cluster a job starts for itself "
+        "(`ray start` clusters have their own)",
+    )
     ray_timeout_s: float = Field(60.0, gt=0, description="longest wait for any one Ray call or for joining a cluster")
     drain_timeout_s: float = Field(3600.0, gt=0, description="longest wait for a whole drain run by the scheduler")
     queue_wait_s: float = Field(

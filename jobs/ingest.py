@@ -100,7 +100,7 @@ def run(settings: Any, sources: list[Any], args: argparse.Namespace) -> int:
     job_id = args.job_id or new_job_id()
     try:
         address = named_address(args.address, settings.ray_address)
-        init_ray(address, num_cpus=args.num_cpus, timeout_s=settings.ray_timeout_s)
+        init_ray(address, num_cpus=args.num_cpus, timeout_s=settings.ray_timeout_s, dashboard=settings.ray_dashboard)
         services = Services.start(settings, scheduler=settings.scheduler and not args.no_scheduler)
     except BreakwaterError as e:
         return fail(e)

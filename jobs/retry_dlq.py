@@ -91,7 +91,7 @@ def run_scheduler(settings: Settings, args: argparse.Namespace) -> int:
 
     address = named_address(args.address, settings.ray_address)
     try:
-        init_ray(address, timeout_s=settings.ray_timeout_s)
+        init_ray(address, timeout_s=settings.ray_timeout_s, dashboard=settings.ray_dashboard)
         Services.start(settings, scheduler=True)
     except BreakwaterError as e:
         return fail(e)

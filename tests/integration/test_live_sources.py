@@ -15,9 +15,10 @@ import threading
 import urllib.request
 from pathlib import Path
 
+import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.acceptance.shell import VENV_BIN, clean_env, owned_processes
+from tests.acceptance.shell import VENV_BIN, clean_env, owned_processes, processes_of
 from tests.conftest import read_lines
 from tests.integration.test_resilience import wait_until
 
@@ -121,6 +122,14 @@ def test_named_tcp_and_udp_feeds_that_drop_and_stall_lose_nothing_and_stop_on_si
                 return seen if done == [(len(lines), 876)] * 3 else None
 
             seen = wait_until(every_line_done, 120, "every line of every feed read and written")
+            # The job's own local cluster serves no Ray dashboard (ray_dashboard is off): Ray
+            # still runs a dashboard process without its web server, which takes none of the
+            # ports a dashboard would (8265 and the 50 Ray tries after it).
+            processes = processes_of(home)
+            assert any("raylet" in " ".join(p.cmdline()) for p in processes)
+            listening = {c.laddr.port for p in processes for c in p.net_connections() if c.status == psutil.CONN_LISTEN}
+            assert metrics_port in listening  # the check sees the job's listeners
+            assert sorted(port for port in listening if 8265 <= port <= 8315) == []
             job.send_signal(signal.SIGTERM)
             out, err = job.communicate(timeout=180)
         finally:
@@ -135,9 +144,11 @@ def test_named_tcp_and_udp_feeds_that_drop_and_stall_lose_nothing_and_stop_on_si
     assert db["received"] == 3 * 876 and (db["written"], db["duplicates"], db["dead_letter_queue"]) == (876, 1752, 0)
     assert "stopped on request" in out
     assert (dropping.connections, stalling.connections) == (2, 2)
-    assert seen[("ais_source_reconnects_total", "north")] == 1
-    assert seen[("ais_source_silences_total", "stalled")] == 1
-    assert seen[("ais_source_reconnects_total", "stalled")] == 1
+    # The metrics say the same: a reconnect after the drop, a silence and a reconnect after
+    # the stall (at least: every feed_silence_s of quiet after the second halves adds more).
+    assert seen[("ais_source_reconnects_total", "north")] >= 1
+    assert seen[("ais_source_silences_total", "stalled")] >= 1
+    assert seen[("ais_source_reconnects_total", "stalled")] >= 1
     assert seen.get(("ais_source_dropped_total", "east"), 0) == 0  # counted when the kernel drops
     for name in ("north", "stalled", "east"):
         assert seen[("ais_source_rejected_lines_total", name)] == 2
