@@ -136,7 +136,8 @@ def _feed(job: LiveJob, servers: list[FeedServer], seconds: float, flapper: Flap
     if flapper is not None:
         flapper.end()
     fed.seconds = time.monotonic() - fed.start
-    fed.snapshots.append(_snapshot(job, fed.seconds))
+    if fed.seconds - fed.snapshots[-1]["t"] >= 1.0:  # else the last minute's is the end's
+        fed.snapshots.append(_snapshot(job, fed.seconds))
     return fed
 
 
