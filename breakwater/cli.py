@@ -37,6 +37,7 @@ from breakwater.client import Client
 from breakwater.config import Settings, load_settings
 from breakwater.errors import BreakwaterError, ConfigError
 from breakwater.runtime import load_runtime
+from breakwater.stores.engine import store_version
 from breakwater.stores.schema import LATEST_VERSION
 
 if TYPE_CHECKING:
@@ -387,7 +388,7 @@ def schema_versions(ctx: typer.Context) -> None:
     opts = _options(ctx)
     settings = load_settings(opts.overrides, opts.config)
     with _sql_engine(settings) as engine:
-        store = _store_version(engine, settings.database_url)
+        store = store_version(engine, settings.database_url)
     if store == LATEST_VERSION:
         meaning = "the same"
     elif store < LATEST_VERSION:
@@ -421,7 +422,7 @@ def schema_downgrade(
         raise ValueError("downgrading changes the store's schema: stop the jobs, back it up, then pass --yes")
     settings = load_settings(opts.overrides, opts.config)
     with _sql_engine(settings) as engine:
-        store = _store_version(engine, settings.database_url)
+        store = store_version(engine, settings.database_url)
         if store == version:
             unchanged = f"the store is at schema version {store} already: nothing changed"
             _report(opts, {"before": store, "after": store, "notes": []}, [unchanged])
@@ -447,30 +448,6 @@ def _sql_engine(settings: Settings) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
-
-
-def _store_version(engine: Engine, url: str) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from breakwater.stores.base import mask_url
-    from breakwater.stores.engine import DATABASE_SETTING, cannot_use
-    from breakwater.stores.schema import current_version
-
-    database = engine.url.database
-    if engine.dialect.name == "sqlite" and database and database != ":memory:":
-        path = Path(database).expanduser().absolute()
-        if not path.is_file():
-            raise ConfigError(DATABASE_SETTING, f"there is no Breakwater store at {path}: point --database-url at one")
-    try:
-        with engine.connect() as conn:
-            version = current_version(conn)
-    except SQLAlchemyError as e:
-        raise cannot_use(url, e) from e
-    if version == 0:
-        raise ConfigError(
-            DATABASE_SETTING, f"{mask_url(url)} is not a Breakwater store (it has no breakwater_schema table)"
-        )
-    return version
 
 
 def _schema_guard(settings: Settings, engine: Engine, version: int) -> AdminGuard:

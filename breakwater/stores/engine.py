@@ -122,12 +122,13 @@ def cannot_use(url: str, error: Exception) -> ConfigError:
     return ConfigError(DATABASE_SETTING, f"cannot use {mask_url(url)}: {redact(cause, url)}")
 
 
-def check_store(engine: Engine, url: str) -> None:
-    """For queries: the database answers and holds Breakwater's schema at this version, or
-    ConfigError naming the setting. Nothing is created or upgraded: that is the ingest job's."""
+def store_version(engine: Engine, url: str) -> int:
+    """The schema version of an existing Breakwater store, or ConfigError naming the setting
+    (no such SQLite file, a database that does not answer, one without Breakwater's schema).
+    Nothing is created."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from breakwater.stores.schema import LATEST_VERSION, current_version
+    from breakwater.stores.schema import current_version
 
     database = engine.url.database
     if engine.dialect.name == "sqlite" and database and database != ":memory:":
@@ -148,6 +149,15 @@ def check_store(engine: Engine, url: str) -> None:
             f"{mask_url(url)} is not a Breakwater store (it has no breakwater_schema table): "
             "run an ingest job first, or point --database-url at one",
         )
+    return version
+
+
+def check_store(engine: Engine, url: str) -> None:
+    """For queries: the database answers and holds Breakwater's schema at this version, or
+    ConfigError naming the setting. Nothing is created or upgraded: that is the ingest job's."""
+    from breakwater.stores.schema import LATEST_VERSION
+
+    version = store_version(engine, url)
     if version < LATEST_VERSION:  # a newer schema only adds: this release reads it as it is
         raise ConfigError(
             DATABASE_SETTING,

@@ -331,7 +331,7 @@ def test_schema_downgrade_refusals_are_one_line(
     assert main(["--database-url", missing, "schema"]) == 2
     assert capsys.readouterr().err == (
         "breakwater: BREAKWATER_DATABASE_URL (--database-url): there is no Breakwater store at "
-        f"{tmp_path / 'nowhere.sqlite3'}: point --database-url at one\n"
+        f"{tmp_path / 'nowhere.sqlite3'}: run an ingest job first, or point --database-url at one\n"
     )
     assert not (tmp_path / "nowhere.sqlite3").exists()
 
