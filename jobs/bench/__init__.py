@@ -2,9 +2,12 @@
 
 One concern per module: `corpus` (large inputs replayed from the real captures), `scratch`
 (throw-away databases and Redis prefixes), `sampling` (memory and metrics while a job runs),
-`runners` (the contenders as processes), `scenarios`, `outage` and `fastpath` (what is
-measured), `machine` (what it ran on). Only this package's root holds what they all share:
-where the project is, and the progress line.
+`runners` (the contenders as processes), `scenarios`, `outage`, `fastpath`, `dlq_scale` and
+`soak` (what is measured; the soak and stress scenarios serve live feeds with `feed_server`,
+drive the job with `live_job` and hold the stores to a fault-free run with `reference`),
+`machine` (what it ran on). `stages` is a command of its own (`python -m jobs.bench.stages`):
+each pipeline stage's rate alone, for docs/SCALING.md. Only this package's root holds what they
+all share: where the project is, and the progress line.
 """
 
 from __future__ import annotations
