@@ -39,7 +39,7 @@ from jobs.bench.scenarios import Context, make_corpus
 
 SNAPSHOT_EVERY_S = 60.0
 CONNECT_TIMEOUT_S = 180.0  # Ray's start-up and the job's warm-up, on a loaded machine
-STRESS_LINES_PER_S = 40_000  # corpus sized for this much: well above what 2 cores ingest
+STRESS_LINES_PER_S = 100_000  # corpus sized for this much: over twice what 2 quiet cores ingest (about 45k)
 
 
 def flap_is_down(elapsed_s: float, down_s: float, every_s: float) -> bool:
