@@ -414,7 +414,7 @@ def schema_downgrade(
     is kept; soft-deleted vessels are refused unless --force."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from breakwater.stores.base import redact
+    from breakwater.stores.engine import driver_reason
     from breakwater.stores.schema import SchemaError, downgrade
 
     opts = _options(ctx)
@@ -431,8 +431,7 @@ def schema_downgrade(
         try:
             done = downgrade(engine, version, force=force)
         except SQLAlchemyError as e:  # a lock not granted in time, a lost connection: rolled back
-            cause = (str(getattr(e, "orig", e)).strip().splitlines() or [type(e).__name__])[0]
-            cause = redact(cause, settings.database_url)
+            cause = driver_reason(settings.database_url, e)
             raise SchemaError(f"the downgrade failed and changed nothing: {cause}") from e
     lines = [f"schema downgraded from version {done.before} to {done.after}", *done.notes]
     _report(opts, {"before": done.before, "after": done.after, "notes": list(done.notes)}, lines)

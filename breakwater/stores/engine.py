@@ -115,11 +115,17 @@ def check_database(url: str, *, timeout_s: float) -> None:
         engine.dispose()
 
 
-def cannot_use(url: str, error: Exception) -> ConfigError:
-    """The one line that names the setting and the driver's own reason."""
+def driver_reason(url: str, error: Exception) -> str:
+    """The driver's own reason for `error` (under SQLAlchemy's wrapper), its first line, with
+    the URL's secrets removed."""
     cause = str(getattr(error, "orig", error)).strip()
     cause = cause.splitlines()[0] if cause else type(error).__name__
-    return ConfigError(DATABASE_SETTING, f"cannot use {mask_url(url)}: {redact(cause, url)}")
+    return redact(cause, url)
+
+
+def cannot_use(url: str, error: Exception) -> ConfigError:
+    """The one line that names the setting and the driver's own reason."""
+    return ConfigError(DATABASE_SETTING, f"cannot use {mask_url(url)}: {driver_reason(url, error)}")
 
 
 def store_version(engine: Engine, url: str) -> int:

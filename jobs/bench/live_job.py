@@ -26,25 +26,7 @@ import psutil
 
 from jobs.bench import ROOT
 from jobs.bench.runners import IngestFiles, WatchedRun, _job_summary, _reap, bench_env, free_port
-from jobs.bench.sampling import MetricsPoller, RssSampler, histogram_percentiles
-
-SERVICE_ACTORS = ("DeadLetterActor", "MetricsActor", "BreakerActor", "RetrySchedulerActor")
-
-
-def role_of(cmdline: str, is_driver: bool) -> str:
-    """The part of the job a process is, from its command line (Ray sets `ray::<what>`)."""
-    if is_driver:
-        return "driver"
-    for role in ("gcs_server", "raylet"):
-        if role in cmdline:
-            return role
-    if not cmdline.startswith("ray::"):
-        return "other"  # dashboard, its agents, the log monitor
-    if "WriterActor" in cmdline:
-        return "writers"
-    if any(actor in cmdline for actor in SERVICE_ACTORS):
-        return "services"
-    return "decode tasks"  # task workers: ray::decode_batch while busy, ray::IDLE between
+from jobs.bench.sampling import MetricsPoller, RssSampler, histogram_percentiles, role_of
 
 
 class RoleWatch(RssSampler):

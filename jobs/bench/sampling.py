@@ -25,19 +25,39 @@ import psutil
 RAY_PATTERNS = ("ray::", "raylet", "gcs_server")
 SUMMARY_PATH = "/metrics/prometheus/summary"
 PSS_EVERY = 5  # samples between PSS readings (PSS is costlier than RSS)
+SERVICE_ACTORS = ("DeadLetterActor", "MetricsActor", "BreakerActor", "RetrySchedulerActor")
+
+
+def role_of(cmdline: str, is_driver: bool) -> str:
+    """The part of the job a process is, from its command line (Ray sets `ray::<what>`)."""
+    if is_driver:
+        return "driver"
+    for role in ("gcs_server", "raylet"):
+        if role in cmdline:
+            return role
+    if not cmdline.startswith("ray::"):
+        return "other"  # dashboard, its agents, the log monitor
+    if "WriterActor" in cmdline:
+        return "writers"
+    if any(actor in cmdline for actor in SERVICE_ACTORS):
+        return "services"
+    return "decode tasks"  # task workers: ray::decode_batch while busy, ray::IDLE between
+
+
+WORKER_ROLES = frozenset({"writers", "services", "decode tasks"})
 
 
 def _role(proc: psutil.Process, root_pid: int) -> str:
+    """`role_of`, with every Ray worker process one role ("workers"), as the memory scenario
+    reports them."""
     if proc.pid == root_pid:
         return "driver"
     try:
         cmd = " ".join(proc.cmdline())
     except psutil.Error:
         return "other"
-    for role in ("gcs_server", "raylet"):
-        if role in cmd:
-            return role
-    return "workers" if cmd.startswith("ray::") else "other"
+    role = role_of(cmd, is_driver=False)
+    return "workers" if role in WORKER_ROLES else role
 
 
 class RssSampler(threading.Thread):

@@ -403,18 +403,13 @@ def _through_ray(submit: Callable[[Any], Any], items: list[Any], repeat: int) ->
 @contextmanager
 def _ray_session() -> Iterator[None]:
     """A private local cluster, or the one this process already joined (left running)."""
-    os.environ.setdefault("RAY_AUTH_MODE", "token")  # read when ray is imported (RAY_NOTES)
     import ray
 
-    from actors.session import settle_auth_mode
+    from actors.session import init_ray
 
     started_here = not ray.is_initialized()
     if started_here:
-        settle_auth_mode(joining=False)
-        ray.init(
-            address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-            configure_logging=False, _node_ip_address="127.0.0.1",
-        )  # fmt: skip
+        init_ray(None, log_to_driver=False)
     try:
         yield
     finally:

@@ -10,7 +10,7 @@ import pytest
 
 from jobs.bench.corpus import build_corpus
 from jobs.bench.feed_server import FeedServer, Pacer, split_corpus
-from jobs.bench.live_job import role_of
+from jobs.bench.sampling import role_of
 from jobs.bench.soak import _memory, _stress_limits, flap_is_down, rate_between
 
 DATA = Path(__file__).resolve().parents[2] / "data"
