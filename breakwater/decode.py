@@ -23,6 +23,7 @@ from breakwater.normalize import ROW_BUILDERS, mmsi_is_valid, other_row
 from breakwater.reports import (
     KIND_POSITION,
     KIND_STATIC,
+    TIME_FROM_FILE,
     TIME_FROM_INGEST,
     TIME_FROM_TAG_BLOCK,
     TIME_FROM_TRAILER,
@@ -148,9 +149,9 @@ class BatchDecoder:
         counts: Counter[str] = Counter()
         examples: dict[str, bytes] = {}
         shards = [ReportBatch(batch.source, batch.read_ms) for _ in range(self.n_shards)]
-        for message in batch.messages:
+        for i, message in enumerate(batch.messages):
             lines = message.split(b"\n")
-            result = self._decode_message(lines, batch.read_ms, counts)
+            result = self._decode_message(lines, batch, i, counts)
             if isinstance(result, str):
                 counts[acc.rejected(result)] += len(lines)
                 examples.setdefault(result, message[:200])
@@ -176,8 +177,10 @@ class BatchDecoder:
             info = self._tags[raw] = parse_tag_block(raw)
         return info
 
-    def _decode_message(self, lines: list[bytes], read_ms: int, counts: Counter[str]) -> str | list[tuple[str, Any]]:
-        """Rows for one message, or the reason it is rejected."""
+    def _decode_message(
+        self, lines: list[bytes], batch: LineBatch, i: int, counts: Counter[str]
+    ) -> str | list[tuple[str, Any]]:
+        """Rows for message i of the batch, or the reason it is rejected."""
         received_ms: int | None = None
         time_source = TIME_FROM_INGEST
         station: str | None = None
@@ -206,9 +209,7 @@ class BatchDecoder:
             if received_ms is None and part.trailer_ms is not None:
                 received_ms, time_source = part.trailer_ms, TIME_FROM_TRAILER
             sentences.append(sentence)
-        if received_ms is None:
-            received_ms = read_ms
-        elif received_ms > read_ms + self.max_clock_skew_ms:
+        if received_ms is not None and received_ms > batch.read_ms + self.max_clock_skew_ms:
             return acc.REASON_CLOCK_AHEAD
         try:
             joined = AISSentence.assemble_from_iterable(sentences)
@@ -218,7 +219,11 @@ class BatchDecoder:
             return acc.REASON_UNDECODABLE
         if not mmsi_is_valid(mmsi):
             return acc.REASON_INVALID_MMSI
-        digest = zlib.crc32(joined.payload)
+        if received_ms is None:  # placed by its source: `LineBatch.place`
+            received_ms, digest = batch.place(i)
+            time_source = TIME_FROM_FILE if batch.stamp is not None else TIME_FROM_INGEST
+        else:
+            digest = zlib.crc32(joined.payload)
         builder = ROW_BUILDERS.get(decoded.msg_type)
         try:
             if builder is None:

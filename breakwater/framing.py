@@ -14,6 +14,7 @@ fragments still waiting for their group. `Reader.pending_lines` is that last num
 from __future__ import annotations
 
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,15 +37,39 @@ MAX_LINE_BYTES = 1024
 _GROUP_KEY_BYTES = 40
 
 
+# A message without a receive time of its own is placed by its source: its time is the
+# source's time (`SourceStamp.time_ms`, or when a live feed's batch was cut) and its digest is
+# its place, `key * PLACE_SPAN + line number` (the line number taken modulo PLACE_SPAN). The
+# digest stays below 10**13: Redis's Lua prints numbers with 14 significant digits.
+PLACE_SPAN = 10**9
+PLACE_KEYS = 10**4
+
+
+def place_key(data: bytes) -> int:
+    """A key in [0, PLACE_KEYS) naming a source by some of its bytes."""
+    return zlib.crc32(data) % PLACE_KEYS
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStamp:
+    """What places a file's time-less messages, the same on every read of the file: its
+    modification time (no line of it was received later) and a key from its first bytes.
+    Re-reading the file gives its time-less reports the identities they had, so a re-ingest
+    adds nothing, and the line numbers keep them in file order."""
+
+    time_ms: int
+    key: int
+
+
 @dataclass(slots=True)
 class LineBatch:
     """Complete messages from one source, ready for a decode task.
 
     Each message is the raw text of its sentences, tag blocks included, joined by b"\\n" in
     fragment order. `read_ms` is when the batch was cut: the receive time of any message
-    that carries none of its own, and the start of the end-to-end latency. It grows strictly
-    from batch to batch of a reader, so two batches cut within one millisecond never give
-    two time-less transmissions of the same payload one identity (and one stored row).
+    that carries none of its own on a live feed, and the start of the end-to-end latency. It
+    grows strictly from batch to batch of a reader. `line_nos[i]` is the source line
+    message i starts on; `stamp` is the file's, None on a live feed or a pipe.
     """
 
     source: str
@@ -52,6 +77,15 @@ class LineBatch:
     read_ms: int
     messages: list[bytes] = field(default_factory=list)
     line_count: int = 0
+    line_nos: list[int] = field(default_factory=list)
+    stamp: SourceStamp | None = None
+
+    def place(self, i: int) -> tuple[int, int]:
+        """(time, digest) of message i when it carries no receive time (see PLACE_SPAN)."""
+        line_no = self.line_nos[i] % PLACE_SPAN
+        if self.stamp is not None:
+            return self.stamp.time_ms, self.stamp.key * PLACE_SPAN + line_no
+        return self.read_ms, place_key(self.source.encode()) * PLACE_SPAN + line_no
 
 
 @dataclass(slots=True)
@@ -118,9 +152,11 @@ class Reader:
         flush_interval_s: float = 0.5,
         fragment_timeout_lines: int = 1000,
         fragment_timeout_s: float = 60.0,
+        stamp: SourceStamp | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.source = source
+        self.stamp = stamp
         self.max_lines = max_lines
         self.flush_interval_s = flush_interval_s
         self.fragment_timeout_lines = fragment_timeout_lines
@@ -141,7 +177,7 @@ class Reader:
 
     def _new_batch(self) -> LineBatch:
         self._batch_started_s = self.clock()
-        return LineBatch(self.source, self._seq, 0)
+        return LineBatch(self.source, self._seq, 0, stamp=self.stamp)
 
     def _reject(self, reason: str, line: bytes, n_lines: int = 1) -> None:
         self.counts[acc.rejected(reason)] += n_lines
@@ -161,9 +197,10 @@ class Reader:
         if key is not None:
             self._orphan_group(key)
 
-    def _emit(self, message: bytes, n_lines: int) -> LineBatch | None:
+    def _emit(self, message: bytes, n_lines: int, line_no: int) -> LineBatch | None:
         batch = self._batch
         batch.messages.append(message)
+        batch.line_nos.append(line_no)
         batch.line_count += n_lines
         if batch.line_count >= self.max_lines:
             return self._cut()
@@ -208,7 +245,7 @@ class Reader:
             self._reject(acc.REASON_MALFORMED, line)
             return None
         if fields[1] == b"1":
-            return self._emit(line, 1)
+            return self._emit(line, 1, self._line_no)
         return self._fragment(line, fields)
 
     def _fragment(self, line: bytes, fields: list[bytes]) -> LineBatch | None:
@@ -237,7 +274,7 @@ class Reader:
         if frag_num < frag_cnt:
             return None
         del self._groups[key]
-        return self._emit(b"\n".join(group.lines), frag_cnt)
+        return self._emit(b"\n".join(group.lines), frag_cnt, group.first_line_no)
 
     def _expire_groups(self) -> None:
         if not self._groups:

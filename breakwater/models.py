@@ -14,7 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from breakwater.reports import OTHER_FIELDS, POSITION_FIELDS, STATIC_FIELDS
 
-TimeSource = Literal["tag_block", "trailer", "ingest"]
+TimeSource = Literal["tag_block", "trailer", "file", "ingest"]
 
 
 def ms_to_datetime(ms: int) -> datetime:
@@ -39,7 +39,10 @@ class _Report(BaseModel):
 
     mmsi: int = Field(description="Maritime Mobile Service Identity")
     received_at: datetime = Field(description="receive time (UTC)")
-    digest: int = Field(description="CRC-32 of the AIS payload: with MMSI and time, the report's identity")
+    digest: int = Field(
+        description="with MMSI and time, the report's identity: the CRC-32 of the AIS payload, or for a"
+        " report without a receive time its place in the source (breakwater.framing.PLACE_SPAN)"
+    )
     msg_type: int = Field(ge=1, le=27)
     station: str | None = Field(None, description="receiving station (tag block s:)")
     time_source: TimeSource = "ingest"

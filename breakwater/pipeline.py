@@ -109,6 +109,7 @@ class _SourceThread(threading.Thread):
             flush_interval_s=o.flush_interval_s,
             fragment_timeout_lines=o.fragment_timeout_lines,
             fragment_timeout_s=o.fragment_timeout_s,
+            stamp=source.stamp,
         )
         self.readers.append(reader)
         failure: SourceError | None = None

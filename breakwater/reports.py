@@ -18,7 +18,8 @@ from typing import Any
 # How a report's receive time was found, from best to worst.
 TIME_FROM_TAG_BLOCK = "tag_block"  # NMEA 4.10 tag block `c:` field
 TIME_FROM_TRAILER = "trailer"  # AMSA style `,<epoch>` after the checksum
-TIME_FROM_INGEST = "ingest"  # neither: the time the line was read
+TIME_FROM_FILE = "file"  # neither, in a file: the file's modification time
+TIME_FROM_INGEST = "ingest"  # neither, on a live feed or a pipe: the time the line was read
 
 POSITION_FIELDS = (
     "mmsi",

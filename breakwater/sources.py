@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from breakwater.errors import SourceError
+from breakwater.framing import SourceStamp, place_key
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -53,6 +54,7 @@ log = logging.getLogger("breakwater.sources")
 
 GZIP_MAGIC = b"\x1f\x8b"
 _READ_SIZE = 1 << 16
+_STAMP_BYTES = 1 << 16
 # What reading a file or a pipe raises when it cannot go on: I/O errors, a gzip stream cut
 # short (EOFError) or corrupt (zlib.error; gzip.BadGzipFile is an OSError).
 _READ_ERRORS = (OSError, EOFError, zlib.error)
@@ -78,6 +80,11 @@ class Source(Protocol):
     live: bool  # True for feeds that never end on their own
 
     @property
+    def stamp(self) -> SourceStamp | None:
+        """A file's, placing its time-less messages (`framing.SourceStamp`); None otherwise."""
+        ...
+
+    @property
     def connected(self) -> bool: ...
 
     def lines(self, stop: threading.Event) -> Iterator[bytes | None]:
@@ -97,6 +104,17 @@ class FileSource:
         self.name = str(path)
         if not self.path.is_file():
             raise SourceError(f"{self.name}: no such file")
+        self.stamp = self._stamp()
+
+    def _stamp(self) -> SourceStamp:
+        """The file's modification time and a key from its first 64 KiB (as stored, so a
+        gzip file and its plain copy are different files, as their times are)."""
+        try:
+            with open(self.path, "rb") as f:
+                mtime_ns = os.fstat(f.fileno()).st_mtime_ns
+                return SourceStamp(mtime_ns // 1_000_000, place_key(f.read(_STAMP_BYTES)))
+        except OSError as e:
+            raise SourceError(f"{self.name}: cannot be read: {e}") from e
 
     def _open(self) -> BinaryIO:
         with open(self.path, "rb") as probe:
@@ -152,6 +170,7 @@ class StdinSource:
 
     live = False
     connected = False
+    stamp = None
     name = "stdin"
 
     def lines(self, stop: threading.Event) -> Iterator[bytes | None]:
@@ -182,6 +201,7 @@ class TcpFeed:
     Silence is not checked then: such a feed is a replay that ends by closing."""
 
     live = True
+    stamp = None
 
     def __init__(
         self,
@@ -270,6 +290,7 @@ class UdpListener:
     them (Linux), so a loss is never silent."""
 
     live = True
+    stamp = None
 
     def __init__(
         self, host: str, port: int, *, name: str | None = None, idle_s: float = 0.25, buffer_bytes: int = 8 << 20

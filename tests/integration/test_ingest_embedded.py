@@ -13,7 +13,9 @@ from pyais import NMEAMessage
 from sqlalchemy import create_engine, func, select
 
 from breakwater.stores import schema
-from tests.conftest import read_lines
+from breakwater.stores.redis import RedisQueries
+from breakwater.stores.sql_queries import SqlQueries
+from tests.conftest import REDIS_URL, read_lines
 from tests.integration.conftest import Job
 
 TAG_TIME = re.compile(rb"c:(\d+)")
@@ -155,3 +157,51 @@ def test_standard_input_is_a_source(sqlite_job: Job, kystverket_path: Path, monk
     assert summary["ok"]
     assert summary["lines"]["read"] == 1_000
     assert summary["messages_decoded"] == 876
+
+
+def last_positions_in_file_order(lines: list[bytes]) -> dict[int, tuple[float, float]]:
+    """Each MMSI's position in the last single-sentence position report of the file that has
+    one, decoded straight with pyais: the latest state when the lines carry no receive time."""
+    last: dict[int, tuple[float, float]] = {}
+    for line in lines:
+        if b",1,1," not in line[:12]:
+            continue
+        message = NMEAMessage(line)
+        decoded = message.decode()
+        if message.is_valid and decoded.msg_type in (1, 2, 3, 18) and decoded.lat != 91 and decoded.lon != 181:
+            last[decoded.mmsi] = (decoded.lat, decoded.lon)
+    return last
+
+
+def test_a_file_without_receive_times_keeps_file_order_and_a_second_ingest_adds_nothing(
+    make_job: Any, postgres_url: str, redis_prefix: str, kystverket_path: Path, tmp_path: Path
+) -> None:
+    """The Kystverket capture with its tag blocks (and so its receive times) cut off, both
+    stores on, small batches so one vessel's reports fall in many batches."""
+    timeless = tmp_path / "timeless.nmea"
+    lines = [line.rsplit(b"\\", 1)[-1] for line in read_lines(kystverket_path)]
+    timeless.write_bytes(b"\n".join(lines) + b"\n")
+    job = make_job(postgres_url, REDIS_URL, redis_prefix)
+    first = job.ingest(timeless, extra=("--batch-lines", "50"))
+    assert first["ok"] and first["sinks"]["db"]["written"] == first["sinks"]["db"]["received"] == 876
+    before = table_counts(postgres_url)
+
+    second = job.ingest(timeless, extra=("--batch-lines", "70"))
+    assert second["ok"]
+    assert table_counts(postgres_url) == before
+    assert second["sinks"]["db"] == {**first["sinks"]["db"], "written": 0, "duplicates": 876}
+    assert second["sinks"]["redis"]["written"] == 0
+
+    expected = last_positions_in_file_order(lines)
+    assert len(expected) > 100
+    sql, live = SqlQueries(postgres_url), RedisQueries(REDIS_URL, prefix=redis_prefix)
+    mtime = datetime.fromtimestamp(timeless.stat().st_mtime_ns // 1_000_000 / 1000, UTC)
+    try:
+        for mmsi, position in expected.items():
+            for store in (sql, live):
+                state = store.latest(mmsi)
+                assert state is not None, (store, mmsi)
+                assert (state.lat, state.lon) == position, (store, mmsi)
+                assert state.received_at == mtime
+    finally:
+        sql.close()

@@ -56,6 +56,7 @@ class ListSource:
 
     live = False
     connected = False
+    stamp = None
 
     def __init__(
         self, name: str, lines: list[bytes], *, fail: str | None = None, stop_after: int | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +14,9 @@ from breakwater import accounting as acc
 from breakwater.decode import BatchDecoder, DecodedBatch, epoch_ms, parse_tag_block
 from breakwater.framing import LineBatch, Reader
 from breakwater.models import OtherMessage, PositionReport, StaticReport
-from breakwater.reports import newest_per_vessel, shard_of
+from breakwater.reports import RECEIVED_MS, newest_per_vessel, shard_of
+from breakwater.sources import FileSource
+from tests.unit.test_framing import feed_all
 
 READ_MS = 1_800_000_000_000
 CLASS_A = b"\\c:1565218798*53\\!BSVDM,1,1,,A,33mkDd1000QbddT`LhTnCiKh0Dfr,0*68"
@@ -32,6 +35,7 @@ T_1565218798 = datetime(2019, 8, 7, 22, 59, 58, tzinfo=UTC)
 
 def decode(*messages: bytes, strict: bool = False, shards: int = 1) -> DecodedBatch:
     batch = LineBatch("test.nmea", 0, READ_MS, list(messages), sum(m.count(b"\n") + 1 for m in messages))
+    batch.line_nos = list(range(1, len(messages) + 1))
     return BatchDecoder(shards, strict_tag_blocks=strict).decode(batch)
 
 
@@ -390,3 +394,24 @@ def test_a_clock_ahead_on_a_first_fragment_rejects_every_line_of_its_message() -
     decoded = read_and_decode([ahead, second])
     assert decoded.counts[acc.rejected(acc.REASON_CLOCK_AHEAD)] == 2
     assert decoded.counts[acc.LINES_DECODED] == 0
+
+
+def test_a_file_without_receive_times_keeps_file_order_and_the_same_identities_on_every_read(tmp_path: Path) -> None:
+    """Two reports of one vessel without receive times: the later line is the newer report,
+    whatever their payloads' CRCs, and a second read of the file gives the same rows."""
+    first = encode_dict({"type": 1, "mmsi": 257000001, "lat": 60.0, "lon": 5.0}, talker_id="AI")[0]
+    second = encode_dict({"type": 1, "mmsi": 257000001, "lat": 60.5, "lon": 5.5}, talker_id="AI")[0]
+    for lines in ([first, second], [second, first]):
+        path = tmp_path / "capture.nmea"
+        path.write_text("\n".join(lines) + "\n")
+        reads = []
+        for read_at in (1_800_000_000.0, 1_800_000_999.0):
+            reader = Reader(str(path), stamp=FileSource(path).stamp, clock=lambda t=read_at: t)
+            decoded = BatchDecoder(1).decode(feed_all(reader, [line.encode() for line in lines])[0])
+            reads.append(decoded.shards[0].positions)
+        assert reads[0] == reads[1]
+        rows = reads[0]
+        assert [r[RECEIVED_MS] for r in rows] == [path.stat().st_mtime_ns // 1_000_000] * 2
+        assert {r[-1] for r in rows} == {"file"}
+        newest = newest_per_vessel(rows)[0]
+        assert newest == rows[1], "the later line is the newer report"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from breakwater import accounting as acc
-from breakwater.framing import MAX_LINE_BYTES, LineBatch, Reader
+from breakwater.framing import MAX_LINE_BYTES, PLACE_SPAN, LineBatch, Reader, SourceStamp, place_key
 from tests.conftest import read_lines
 
 # Real sentences from the Kystverket capture: a two-sentence type 5 with tag blocks.
@@ -242,3 +242,29 @@ def test_a_nul_in_a_tag_block_field_is_rejected_before_any_store_sees_it() -> No
     assert [b.messages for b in feed_all(reader, [line, SINGLE])] == [[SINGLE]]
     assert reader.counts[acc.rejected(acc.REASON_NOT_PRINTABLE)] == 1
     assert reader.rejected_examples[acc.REASON_NOT_PRINTABLE] == line
+
+
+def test_each_message_carries_the_line_it_starts_on() -> None:
+    reader = Reader("test")
+    batches = feed_all(reader, [b"garbage", SINGLE, PART1, AMSA_SINGLE, PART2, b"", SINGLE])
+    assert batches[0].messages == [SINGLE, AMSA_SINGLE, PART1 + b"\n" + PART2, SINGLE]
+    assert batches[0].line_nos == [2, 4, 3, 7]
+
+
+def test_a_files_time_less_messages_are_placed_by_its_stamp_and_line() -> None:
+    stamp = SourceStamp(time_ms=1_700_000_000_123, key=42)
+    reader = Reader("a.nmea", max_lines=2, stamp=stamp)
+    batches = feed_all(reader, [AMSA_SINGLE, B_PART1, B_PART2, AMSA_SINGLE])
+    places = [b.place(i) for b in batches for i in range(len(b.messages))]
+    # The same on every read of the file whatever the read time; in file order.
+    assert places == [(stamp.time_ms, 42 * PLACE_SPAN + n) for n in (1, 2, 4)]
+    assert all(b.stamp == stamp for b in batches)
+
+
+def test_a_live_feeds_time_less_messages_are_placed_by_read_time_and_line() -> None:
+    clock = Clock()
+    reader = Reader("tcp://127.0.0.1:1", max_lines=2, clock=clock)
+    first = feed_all(reader, [AMSA_SINGLE, AMSA_SINGLE])[0]
+    time_ms, digest = first.place(1)
+    assert time_ms == first.read_ms == 1_000_000_000
+    assert digest == place_key(b"tcp://127.0.0.1:1") * PLACE_SPAN + 2 < 10**13

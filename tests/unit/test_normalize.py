@@ -26,7 +26,7 @@ from breakwater.normalize import (
 
 def decode_one(fields: dict[str, object]) -> PositionReport | StaticReport:
     sentences = encode_dict(fields)
-    batch = LineBatch("t", 0, 1_800_000_000_000, [b"\n".join(s.encode() for s in sentences)], len(sentences))
+    batch = LineBatch("t", 0, 1_800_000_000_000, [b"\n".join(s.encode() for s in sentences)], len(sentences), [1])
     shard = BatchDecoder(1).decode(batch).shards[0]
     if shard.positions:
         return PositionReport.from_row(shard.positions[0])

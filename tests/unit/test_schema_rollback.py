@@ -147,9 +147,9 @@ def test_every_table_of_the_capture_store_has_rows(store: tuple[str, Engine]) ->
     """The checks below compare rows: every table must have some to compare."""
     _, engine = store
     assert {name: n for name, (n, _) in contents(engine, schema.LATEST_VERSION).items()} == {
-        "positions": 2768,
-        "static_reports": 271,
-        "other_messages": 474,
+        "positions": 3556,
+        "static_reports": 324,
+        "other_messages": 692,
         "latest_positions": 1256,
         "vessels": 258,
     }
