@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from breakwater.config import Settings
+from breakwater.fusion import FusionWindow
 from breakwater.gate import gates_for
 from breakwater.reports import ReportBatch
 from breakwater.stores import open_sinks
@@ -30,6 +31,7 @@ class WriterActor:
             job_id="",
             queue_wait_s=settings.queue_wait_s,
             on_queue_silent=self._push_metrics,
+            fusion=FusionWindow(settings.fusion_window_s),
         )
         self.metrics = metrics
         self.push_interval_s = settings.metrics_push_interval_s

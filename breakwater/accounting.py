@@ -24,6 +24,9 @@ LINES_FORWARDED = "lines_forwarded"  # handed to decode tasks inside complete me
 LINES_DECODED = "lines_decoded"  # lines of messages that decoded into reports
 LINES_PENDING = "lines_pending"  # fragments still waiting for their group
 MESSAGES_DECODED = "messages_decoded"
+# Reports that were another receiver's copy of a stored report (breakwater.fusion): each is a
+# reception record for the sinks that keep them, a duplicate for the others.
+FUSED_COPIES = "fused_copies"
 
 REASON_EMPTY = "empty"
 REASON_MALFORMED = "malformed"  # truncated, garbage, structurally not NMEA

@@ -151,13 +151,15 @@ VESSEL_COLUMNS = (
     *("mmsi", "lat", "lon", "distance_km", "name", "received_at", "sog_kn", "cog_deg"),
     *("heading_deg", "nav_status", "callsign", "ship_type", "msg_type", "source"),
 )
-TRACK_COLUMNS = ("received_at", "lat", "lon", "sog_kn", "cog_deg", "msg_type", "heading_deg", "nav_status")
+TRACK_COLUMNS = (
+    *("received_at", "lat", "lon", "sog_kn", "cog_deg", "msg_type", "heading_deg", "nav_status", "receivers"),
+)
 DEAD_LETTER_COLUMNS = (
     *("id", "sink", "kind", "attempts", "next_retry_at", "dead_at", "last_error", "dead_reason"),
     *("key", "first_failed_at", "read_at", "source"),
 )
 BREAKER_COLUMNS = ("sink", "state", "epoch", "forced", "retry_at", "trips")
-WRAPPING = frozenset({"name", "source", "last_error", "dead_reason", "key"})
+WRAPPING = frozenset({"name", "source", "last_error", "dead_reason", "key", "receivers"})
 WRAP_MIN_WIDTH = 12
 _TIME = TypeAdapter(datetime)
 

@@ -25,6 +25,7 @@ from breakwater.breaker import BreakerConfig
 from breakwater.dead_letters import DeadLetterConfig
 from breakwater.decode import DEFAULT_MAX_CLOCK_SKEW_S
 from breakwater.errors import ConfigError
+from breakwater.fusion import DEFAULT_WINDOW_S as DEFAULT_FUSION_WINDOW_S
 from breakwater.retry import RetryPolicy
 from breakwater.stores.base import mask_url
 
@@ -86,6 +87,12 @@ class Settings(BaseSettings):
         DEFAULT_MAX_CLOCK_SKEW_S,
         gt=0,
         description="seconds a receive time may lie ahead of the ingest clock; further is rejected (clock_ahead)",
+    )
+    fusion_window_s: float = Field(
+        DEFAULT_FUSION_WINDOW_S,
+        ge=0,
+        description="seconds between two receivers' copies of one transmission (same MMSI and payload) for them"
+        " to be stored as one report with both receivers; 0 stores every copy",
     )
     fragment_timeout_lines: int = Field(1000, ge=1, description="lines a multi-sentence group may wait")
     fragment_timeout_s: float = Field(60.0, gt=0, description="seconds a multi-sentence group may wait")

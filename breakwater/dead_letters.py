@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from breakwater.accounting import DeadLetterTally
 from breakwater.journal import Transaction, open_journal
 from breakwater.metrics import MetricsBuffer
-from breakwater.reports import row_key
+from breakwater.reports import KIND_RECEPTION, row_key
 from breakwater.retry import RetryPolicy
 
 log = logging.getLogger("breakwater.dead_letters")
@@ -179,8 +179,12 @@ class _Common:
         return None if self.failure.transient else f"{self.failure.error}: {self.failure.message}"[:500]
 
 
-def _key(row: Sequence[Any]) -> str:
+def _key(kind: str, row: Sequence[Any]) -> str:
+    """A record's identity in the journal: a report's key; a reception's adds its receiver
+    (its kind is a column of the journal already)."""
     mmsi, received_ms, digest = row_key(tuple(row))
+    if kind == KIND_RECEPTION:
+        return f"{mmsi}:{received_ms}:{digest}:{row[3]}:{row[4]}"
     return f"{mmsi}:{received_ms}:{digest}"
 
 
@@ -234,7 +238,7 @@ class DeadLetterQueue:
         with self._transaction():
             for kind, rows in rows_by_kind.items():
                 for row in rows:
-                    key = _key(row)
+                    key = _key(kind, row)
                     if (kind, key) in seen:  # the same report twice in one batch
                         duplicates += 1
                         continue

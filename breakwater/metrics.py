@@ -56,6 +56,12 @@ CATALOG: dict[str, MetricDef] = {
         MetricDef("ais_messages_failed_redis", "counter", "Reports Redis did not take (error or open breaker)."),
         MetricDef("ais_messages_failed_db", "counter", "Reports the database did not take (error or open breaker)."),
         MetricDef("ais_duplicates", "counter", "Reports that changed nothing: already stored.", ("sink",)),
+        MetricDef(
+            "ais_fused_copies",
+            "counter",
+            "Reports that were another receiver's copy of a stored report, stored as its receptions.",
+            ("source",),
+        ),
         MetricDef("ais_dead_lettered", "counter", "Records moved to the dead-letter store.", ("sink",)),
         MetricDef(
             "ais_lane_diverted",

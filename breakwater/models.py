@@ -151,6 +151,11 @@ class TrackPoint(BaseModel):
     heading_deg: int | None = None
     nav_status: int | None = None
     msg_type: int
+    receivers: list[str | None] = Field(
+        default_factory=list,
+        description="who heard it: the stored report's receiver (station, else source), then every other"
+        " receiver whose copy was fused into it (breakwater.fusion), in the order they heard it",
+    )
 
 
 class StoreCounts(BaseModel):

@@ -65,6 +65,10 @@ OTHER_FIELDS = (
     "time_source",
 )
 
+# A receiver's copy of a report stored already (breakwater.fusion): the stored report's
+# identity and kind, the receiver that heard the copy, and the copy's own receive time.
+RECEPTION_FIELDS = ("mmsi", "received_ms", "digest", "kind", "receiver", "heard_ms")
+
 # Column positions shared by every kind of row.
 MMSI, RECEIVED_MS, DIGEST, MSG_TYPE = 0, 1, 2, 3
 # Position columns used by the stores.
@@ -80,7 +84,9 @@ STATIC_TYPES = frozenset({5, 19, 24})  # type 19 carries both a position and sta
 KIND_POSITION = "position"
 KIND_STATIC = "static"
 KIND_OTHER = "other"
-KINDS = (KIND_POSITION, KIND_STATIC, KIND_OTHER)
+KINDS = (KIND_POSITION, KIND_STATIC, KIND_OTHER)  # the kinds of report
+KIND_RECEPTION = "reception"
+RECORD_KINDS = (*KINDS, KIND_RECEPTION)  # what a batch carries to the stores
 
 
 def shard_of(mmsi: int, n: int) -> int:
@@ -111,7 +117,8 @@ class ReportBatch:
     """Normalized reports of one shard of one input batch, ready for the writers.
 
     `read_ms` is when the reader cut the batch: the start of the end-to-end latency that the
-    writers measure.
+    writers measure. `receptions` are other receivers' copies of reports stored already
+    (`breakwater.fusion`): records for the stores that keep them, not reports.
     """
 
     source: str
@@ -119,16 +126,21 @@ class ReportBatch:
     positions: list[PositionRow] = field(default_factory=list)
     statics: list[StaticRow] = field(default_factory=list)
     others: list[OtherRow] = field(default_factory=list)
+    receptions: list[tuple[Any, ...]] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.positions) + len(self.statics) + len(self.others)
+        return len(self.positions) + len(self.statics) + len(self.others) + len(self.receptions)
 
     def rows(self, kind: str) -> list[tuple[Any, ...]]:
         if kind == KIND_POSITION:
             return self.positions
         if kind == KIND_STATIC:
             return self.statics
-        return self.others
+        if kind == KIND_OTHER:
+            return self.others
+        if kind == KIND_RECEPTION:
+            return self.receptions
+        raise ValueError(f"no such kind of record: {kind!r}")
 
     def counts(self) -> dict[str, int]:
         return {kind: len(self.rows(kind)) for kind in KINDS}

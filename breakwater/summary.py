@@ -123,6 +123,7 @@ class IngestSummary:
             "warnings": {k.split(".", 1)[1]: v for k, v in c.items() if k.startswith("warnings.")},
             "messages_decoded": c.get(acc.MESSAGES_DECODED, 0),
             "reports": {k.split(".", 1)[1]: v for k, v in sorted(c.items()) if k.startswith("reports.")},
+            "fused_copies": c.get(acc.FUSED_COPIES, 0),
             "sinks": sinks,
             "rejected_examples": self.rejected_examples,
         }
@@ -168,6 +169,11 @@ class IngestSummary:
             out.append("    warnings: " + ", ".join(f"{k} {v:,}" for k, v in d["warnings"].items()))
         reports = ", ".join(f"{k} {v:,}" for k, v in d["reports"].items())
         out.append(f"  messages decoded  {d['messages_decoded']:>10,}   reports: {reports or 'none'}")
+        if d["fused_copies"]:
+            out.append(
+                f"  fused copies      {d['fused_copies']:>10,}   other receivers' copies of stored reports, "
+                "kept as their receptions"
+            )
         for name, s in d["sinks"].items():
             out.append(
                 f"  sink {name:<6}       {s['received']:>10,} = written {s['written']:,} + duplicates "

@@ -42,9 +42,10 @@ from breakwater import accounting as acc
 from breakwater.breaker import counts_as_failure
 from breakwater.dead_letters import BREAKER_OPEN_ERROR, EnqueueResult, Failure
 from breakwater.errors import PoisonRecord, QueueUnavailable, StoreError, StoreUnavailable
+from breakwater.fusion import FusionWindow
 from breakwater.gate import SinkGate, Verdict
 from breakwater.metrics import E2E_LATENCY, MetricDelta, MetricsBuffer
-from breakwater.reports import ReportBatch
+from breakwater.reports import KIND_RECEPTION, RECORD_KINDS, ReportBatch
 from breakwater.stores.base import SINK_DB, SINK_REDIS, Sink, WriteResult
 
 log = logging.getLogger("breakwater.writer")
@@ -114,11 +115,12 @@ def restrict(batch: ReportBatch, kinds: frozenset[str]) -> ReportBatch:
         batch.positions if "position" in kinds else [],
         batch.statics if "static" in kinds else [],
         batch.others if "other" in kinds else [],
+        batch.receptions if KIND_RECEPTION in kinds else [],
     )
 
 
 def halves(batch: ReportBatch) -> tuple[ReportBatch, ReportBatch]:
-    rows = [(k, r) for k in ("position", "static", "other") for r in batch.rows(k)]
+    rows = [(k, r) for k in RECORD_KINDS for r in batch.rows(k)]
     middle = len(rows) // 2
     parts = []
     for chunk in (rows[:middle], rows[middle:]):
@@ -130,7 +132,7 @@ def halves(batch: ReportBatch) -> tuple[ReportBatch, ReportBatch]:
 
 
 def rows_by_kind(batch: ReportBatch) -> dict[str, list[tuple[Any, ...]]]:
-    return {k: v for k, v in (("position", batch.positions), ("static", batch.statics), ("other", batch.others)) if v}
+    return {kind: rows for kind in RECORD_KINDS if (rows := batch.rows(kind))}
 
 
 class ShardWriter:
@@ -146,8 +148,10 @@ class ShardWriter:
         queue_wait_s: float = 600.0,
         sleep: Callable[[float], None] = time.sleep,
         on_queue_silent: Callable[[], None] | None = None,
+        fusion: FusionWindow | None = None,
     ) -> None:
         self.sinks = sinks
+        self.fusion = fusion if fusion is not None else FusionWindow(0)
         self.gates = gates
         self.dead_letters = dead_letters
         self.job_id = job_id
@@ -186,9 +190,13 @@ class ShardWriter:
         return self.metrics.drain()
 
     def write(self, batch: ReportBatch, batch_id: str) -> WriteReport:
+        fused = self.fusion.admit(batch)
+        batch = fused.batch
+        report = WriteReport()
+        if fused.copies:
+            self._count_copies(fused.copies, batch.source, report)
         parts = [(sink, restrict(batch, sink.kinds)) for sink in self.sinks]
         parts = [(sink, part) for sink, part in parts if len(part)]
-        report = WriteReport()
         if len(parts) > 1:
             for lane_report in self._pool.map(lambda p: self._write_lane(p[0], p[1], batch_id), parts):
                 report.add(lane_report)
@@ -200,6 +208,20 @@ class ShardWriter:
             self.metrics.observe(E2E_LATENCY, latency, len(batch))
             self.metrics.set("ais_last_ingest_timestamp_seconds", self.clock())
         return report
+
+    def _count_copies(self, copies: Counter[str], source: str, report: WriteReport) -> None:
+        """Other receivers' copies of stored reports: a sink that keeps receptions receives
+        each as one; to a sink that does not, the copy of a kind it keeps is a report it
+        holds already, so it counts as received and a duplicate, as a repeat would."""
+        report.counts[acc.FUSED_COPIES] += sum(copies.values())
+        self.metrics.inc("ais_fused_copies", sum(copies.values()), source=source)
+        for sink in self.sinks:
+            if KIND_RECEPTION in sink.kinds:
+                continue
+            held = sum(n for kind, n in copies.items() if kind in sink.kinds)
+            report.counts[acc.sink(sink.name, "received")] += held
+            report.counts[acc.sink(sink.name, acc.OUTCOME_DUPLICATE)] += held
+            self.metrics.inc("ais_duplicates", held, sink=sink.name)
 
     def _write_lane(self, sink: Sink, part: ReportBatch, batch_id: str) -> WriteReport:
         """One sink's part of a batch, in that sink's lane."""
@@ -319,7 +341,7 @@ class ShardWriter:
         """The pieces an isolation did not get to, to the dead-letter queue in one enqueue."""
         rest = ReportBatch(pieces[0].source, pieces[0].read_ms)
         for piece in pieces:
-            for kind in ("position", "static", "other"):
+            for kind in RECORD_KINDS:
                 rest.rows(kind).extend(piece.rows(kind))
         if len(rest):
             self._to_dead_letters(sink, rest, batch_id, failure, report, next_retry_at)

@@ -48,7 +48,7 @@ from breakwater.errors import BreakwaterError
 
 log = logging.getLogger("breakwater.schema")
 
-LATEST_VERSION = 3
+LATEST_VERSION = 4
 
 
 class UtcTimestamp(TypeDecorator[datetime]):
@@ -166,6 +166,24 @@ def define_tables(metadata: MetaData, version: int) -> dict[str, Table]:
                 Column("value", Text, nullable=False),
             )
         )
+    if version >= 4:
+        # Other receivers' copies of a stored report (breakwater.fusion): the report's identity
+        # and kind, who heard the copy and when by its clock. The report's own receiver is
+        # its station (or source).
+        tables.append(
+            Table(
+                "receptions",
+                metadata,
+                Column("mmsi", BigInteger, primary_key=True),
+                Column("received_at", UtcTimestamp, primary_key=True),
+                Column("digest", BigInteger, primary_key=True),
+                Column("kind", Text, primary_key=True),
+                Column("receiver", Text, primary_key=True),
+                Column("heard_at", UtcTimestamp, nullable=False),
+                Column("source", Text),
+                **no_rowid,
+            )
+        )
     if version >= 2:
         Index("latest_positions_lat_lon", tables[3].c.lat, tables[3].c.lon)
     return {t.name: t for t in tables}
@@ -180,6 +198,7 @@ latest_positions = TABLES["latest_positions"]
 vessels = TABLES["vessels"]
 schema_version = TABLES["breakwater_schema"]
 deployment_settings = TABLES["breakwater_settings"]
+receptions = TABLES["receptions"]
 
 
 def _to_v1(conn: Connection) -> None:
@@ -200,7 +219,13 @@ def _to_v3(conn: Connection) -> None:
     deployment_settings.create(conn)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_to_v1, _to_v2, _to_v3]
+def _to_v4(conn: Connection) -> None:
+    """Receptions: the receivers that heard a stored report's copies. A new table: releases
+    that know only version 3 ignore it (and store every copy as a report of its own)."""
+    receptions.create(conn)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_to_v1, _to_v2, _to_v3, _to_v4]
 
 
 def current_version(conn: Connection) -> int:
@@ -254,6 +279,19 @@ def migrate(engine: Engine, target: int = LATEST_VERSION) -> tuple[int, int]:
 SQLITE_DROP_COLUMN = (3, 35, 0)
 
 
+def _from_v4(conn: Connection, force: bool) -> list[str]:
+    """Drops `receptions`. Every report stays; what goes is which other receivers heard it,
+    so a table with rows needs `force`."""
+    held = conn.execute(select(func.count()).select_from(receptions)).scalar_one()
+    if held and not force:
+        raise SchemaError(
+            f"receptions holds {held} row(s), which other receivers heard a stored report, and version 3 "
+            "has no place for them: pass --force to drop them (every report stays)"
+        )
+    receptions.drop(conn)
+    return [f"dropped receptions ({held} row(s))" if held else "dropped receptions (it was empty)"]
+
+
 def _from_v3(conn: Connection, force: bool) -> list[str]:
     """Drops `breakwater_settings`. What it held (the admin token's digest) is recreated by
     the next ingest job of a release that knows version 3, from its BREAKWATER_ADMIN_TOKEN."""
@@ -296,7 +334,7 @@ def _from_v2(conn: Connection, force: bool) -> list[str]:
 
 # DOWNGRADES[v] takes a store from version v to v - 1 and says what the operator should know.
 # Version 1 is the first schema: there is nothing to go back to from it.
-DOWNGRADES: dict[int, Callable[[Connection, bool], list[str]]] = {3: _from_v3, 2: _from_v2}
+DOWNGRADES: dict[int, Callable[[Connection, bool], list[str]]] = {4: _from_v4, 3: _from_v3, 2: _from_v2}
 
 
 @dataclass(frozen=True)

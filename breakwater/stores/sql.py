@@ -27,9 +27,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from breakwater.reports import (
     KIND_OTHER,
     KIND_POSITION,
+    KIND_RECEPTION,
     KIND_STATIC,
     OTHER_FIELDS,
     POSITION_FIELDS,
+    RECEPTION_FIELDS,
     STATIC_FIELDS,
     ReportBatch,
     newest_per_vessel,
@@ -44,19 +46,22 @@ _HISTORY = {
     KIND_POSITION: (schema.positions, POSITION_FIELDS),
     KIND_STATIC: (schema.static_reports, STATIC_FIELDS),
     KIND_OTHER: (schema.other_messages, OTHER_FIELDS),
+    KIND_RECEPTION: (schema.receptions, RECEPTION_FIELDS),
 }
 _STATIC_VALUES = STATIC_VALUE_FIELDS  # imo .. destination
 
 
 def _db_column(field: str) -> str:
-    return "received_at" if field == "received_ms" else field
+    """A row's times are integer milliseconds (`received_ms`), a table's are timestamps
+    (`received_at`)."""
+    return field[:-3] + "_at" if field.endswith("_ms") else field
 
 
 class SqlSink:
     """History and vessel data in SQLite or PostgreSQL."""
 
     name = SINK_DB
-    kinds = frozenset({KIND_POSITION, KIND_STATIC, KIND_OTHER})
+    kinds = frozenset({KIND_POSITION, KIND_STATIC, KIND_OTHER, KIND_RECEPTION})
 
     def __init__(self, url: str, *, timeout_s: float = 10.0, engine: Engine | None = None) -> None:
         self.engine = engine or make_engine(url, timeout_s=timeout_s)
@@ -139,7 +144,7 @@ class SqlSink:
                 with cur.copy(f"COPY {staging} ({','.join(names)}) FROM STDIN") as copy:
                     for row in rows:
                         copy.write_row(row + source)
-                select_list = ",".join("to_timestamp(received_ms / 1000.0)" if f == "received_ms" else f for f in names)
+                select_list = ",".join(f"to_timestamp({f} / 1000.0)" if f.endswith("_ms") else f for f in names)
                 columns = ",".join(_db_column(f) for f in names)
                 cur.execute(
                     f"INSERT INTO {table.name} ({columns}) SELECT {select_list} FROM {staging} ON CONFLICT DO NOTHING"
@@ -245,6 +250,7 @@ def _staging_ddl() -> list[str]:
     types = {
         "mmsi": "bigint",
         "received_ms": "bigint",
+        "heard_ms": "bigint",
         "digest": "bigint",
         "msg_type": "smallint",
         "lat": "float8",

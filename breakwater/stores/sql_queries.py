@@ -16,7 +16,8 @@ from sqlalchemy import Connection, Engine, and_, delete, exists, func, select, u
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from breakwater.errors import NotFoundError
-from breakwater.models import StoreCounts, TrackPoint, Vessel, VesselState
+from breakwater.models import StoreCounts, TrackPoint, Vessel, VesselState, as_utc
+from breakwater.reports import KIND_POSITION
 from breakwater.stores import schema
 from breakwater.stores.engine import cannot_use, check_store, make_engine
 
@@ -90,9 +91,10 @@ class SqlQueries:
     def track(
         self, mmsi: int, start: datetime | None = None, end: datetime | None = None, limit: int | None = None
     ) -> list[TrackPoint]:
-        p = schema.positions
+        p, r = schema.positions, schema.receptions
         query = select(
             p.c.received_at,
+            p.c.digest,
             p.c.lat,
             p.c.lon,
             p.c.sog_kn,
@@ -100,16 +102,28 @@ class SqlQueries:
             p.c.heading_deg,
             p.c.nav_status,
             p.c.msg_type,
+            func.coalesce(p.c.station, p.c.source).label("receiver"),
         ).where(p.c.mmsi == mmsi, _not_deleted(p.c.mmsi))
+        heard = select(r.c.received_at, r.c.digest, r.c.receiver).where(r.c.mmsi == mmsi, r.c.kind == KIND_POSITION)
         if start is not None:
-            query = query.where(p.c.received_at >= start)
+            query, heard = query.where(p.c.received_at >= start), heard.where(r.c.received_at >= start)
         if end is not None:
-            query = query.where(p.c.received_at <= end)
+            query, heard = query.where(p.c.received_at <= end), heard.where(r.c.received_at <= end)
         query = query.order_by(p.c.received_at, p.c.digest)
         if limit is not None:
             query = query.limit(limit)
         with self._reading() as conn:
-            return [TrackPoint(**row) for row in conn.execute(query).mappings()]
+            rows = conn.execute(query).mappings().all()
+            others: dict[tuple[datetime, int], list[str]] = {}
+            for at, digest, receiver in conn.execute(heard.order_by(r.c.heard_at, r.c.receiver)) if rows else ():
+                others.setdefault((as_utc(at), digest), []).append(receiver)
+        return [
+            TrackPoint(
+                **{k: v for k, v in row.items() if k not in ("digest", "receiver")},
+                receivers=[row["receiver"], *others.get((as_utc(row["received_at"]), row["digest"]), [])],
+            )
+            for row in rows
+        ]
 
     def vessel(self, mmsi: int, *, include_deleted: bool = False) -> Vessel | None:
         v = schema.vessels

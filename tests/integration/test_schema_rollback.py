@@ -11,6 +11,7 @@ without servers in tests/unit/test_schema_rollback.py, whose helpers this file s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -29,7 +30,8 @@ from breakwater.stores import schema
 from breakwater.stores.deployment import save_admin_digest
 from breakwater.stores.engine import make_engine
 from tests.acceptance.shell import ROOT, run
-from tests.conftest import AMSA, KYSTVERKET
+from tests.conftest import AMSA, KYSTVERKET, read_lines
+from tests.integration.test_fusion import as_heard_by
 from tests.unit.test_schema_rollback import contents, defined_shape, schema_shape, write_captures
 
 TOKEN = "t0ken"
@@ -128,8 +130,12 @@ def test_a_rollback_keeps_every_row_and_the_previous_release_answers_the_same(
 ) -> None:
     monkeypatch.setenv("BREAKWATER_ADMIN_TOKEN", TOKEN)  # the job records its digest in the stores
     job = make_job(database_url)
-    summary = job.ingest(KYSTVERKET, AMSA)
+    # A second receiver's copy of the Kystverket capture: its reports are receptions.
+    south = tmp_path / "kystverket-south.nmea"
+    south.write_bytes(b"".join(as_heard_by(line, "south", 1) + b"\n" for line in read_lines(KYSTVERKET)))
+    summary = job.ingest(KYSTVERKET, AMSA, south)
     assert summary["sinks"]["db"]["dead_letter_queue"] == 0
+    assert summary["fused_copies"] >= 876
     capsys.readouterr()  # the job's summary
     monkeypatch.delenv("BREAKWATER_ADMIN_TOKEN")
     engine = make_engine(database_url)
@@ -146,8 +152,15 @@ def test_a_rollback_keeps_every_row_and_the_previous_release_answers_the_same(
 
     command = ["breakwater", "--database-url", database_url, "--dlq-path", str(job.dlq_path)]
     down = run([*command, "--admin-token", TOKEN, "schema", "downgrade", "2", "--yes"], home=home)
+    refusal = down.stderr.splitlines()[-1]
+    assert down.returncode == 1 and refusal.startswith("breakwater: receptions holds 876 "), down.stderr
+    assert schema_shape(engine) == defined_shape(latest, engine)
+    down = run([*command, "--admin-token", TOKEN, "schema", "downgrade", "2", "--yes", "--force"], home=home)
     assert down.returncode == 0, down.stderr
-    assert down.stdout.splitlines()[0] == f"schema downgraded from version {latest} to 2"
+    assert down.stdout.splitlines()[:2] == [
+        f"schema downgraded from version {latest} to 2",
+        f"dropped receptions ({original[latest]['receptions'][0]} row(s))",
+    ]
     shown = run([*command, "schema"], home=home)
     assert shown.stdout.splitlines()[0] == "store schema version 2"
     assert schema_shape(engine) == defined_shape(2, engine)
@@ -165,9 +178,20 @@ def test_a_rollback_keeps_every_row_and_the_previous_release_answers_the_same(
 
     assert schema.migrate(engine) == (1, latest)  # what the next ingest job does on start
     assert schema_shape(engine) == defined_shape(latest, engine)
-    assert contents(engine, latest) == original[latest]
-    assert current_answers(database_url, capsys) == answered
+    # Every report is back; which other receivers heard them was dropped (--force).
+    assert contents(engine, latest) == {**original[latest], "receptions": (0, hashlib.sha256().hexdigest())}
+    assert current_answers(database_url, capsys) == only_own_receivers(answered)
     engine.dispose()
+
+
+def only_own_receivers(answers: Any) -> Any:
+    """The answers with each track point heard by its own receiver only: what is left once
+    the receptions were dropped."""
+    if isinstance(answers, list):
+        return [only_own_receivers(a) for a in answers]
+    if isinstance(answers, dict):
+        return {k: v[:1] if k == "receivers" else only_own_receivers(v) for k, v in answers.items()}
+    return answers
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)

@@ -21,6 +21,7 @@ class MemorySink:
         self.name = name
         self.kinds = kinds
         self.rows: dict[tuple[int, int, int], tuple[Any, ...]] = {}
+        self.receptions: set[tuple[Any, ...]] = set()  # kept when "reception" is in kinds
         self.down = False
         self.poison: set[int] = set()
         self.flaky: set[int] = set()
@@ -43,7 +44,11 @@ class MemorySink:
             if row_key(row) not in self.rows:
                 self.rows[row_key(row)] = row
                 written += 1
-        return WriteResult(written, len(rows) - written)
+        for reception in batch.receptions:
+            if reception[:5] not in {r[:5] for r in self.receptions}:
+                self.receptions.add(reception)
+                written += 1
+        return WriteResult(written, len(rows) + len(batch.receptions) - written)
 
     def close(self) -> None:
         pass

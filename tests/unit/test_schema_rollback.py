@@ -20,6 +20,7 @@ from breakwater.admin import token_digest
 from breakwater.cli import main
 from breakwater.decode import BatchDecoder
 from breakwater.framing import Reader
+from breakwater.fusion import FusionWindow
 from breakwater.journal import Snapshots
 from breakwater.stores import schema
 from breakwater.stores.deployment import save_admin_digest
@@ -152,6 +153,7 @@ def test_every_table_of_the_capture_store_has_rows(store: tuple[str, Engine]) ->
         "other_messages": 692,
         "latest_positions": 1256,
         "vessels": 258,
+        "receptions": 0,  # a second receiver's copies: test_a_downgrade_from_4_keeps_receptions_unless_forced
     }
 
 
@@ -181,6 +183,7 @@ def test_a_downgrade_leaves_what_the_older_version_defines_and_keeps_every_row(
 def test_each_step_says_what_the_operator_must_know(store: tuple[str, Engine]) -> None:
     _, engine = store
     assert schema.downgrade(engine, 2).notes == (
+        "dropped receptions (it was empty)",
         "dropped breakwater_settings and the admin token's digest it held: a version-2 release "
         "checks the BREAKWATER_ADMIN_TOKEN of whoever runs an admin command, so set it there; "
         "after upgrading again, admin commands are refused until an ingest job started with "
@@ -225,6 +228,34 @@ def test_soft_deleted_vessels_refuse_a_downgrade_to_1_and_change_nothing(store: 
     with engine.connect() as conn:
         shown = conn.execute(text("SELECT COUNT(*) FROM vessels WHERE mmsi IN (257591700, 257110940)")).scalar_one()
     assert shown == 2
+
+
+def test_a_downgrade_from_4_keeps_receptions_unless_forced(store: tuple[str, Engine]) -> None:
+    """A second receiver's copies of the Kystverket capture are receptions of the reports the
+    first one stored; dropping them loses who heard what, so it needs force, and every
+    report stays."""
+    url, engine = store
+    window, sink = FusionWindow(5.0), SqlSink(url)
+    for receiver in ("receiver-a", "receiver-b"):
+        reader, decoder = Reader(receiver, max_lines=1000), BatchDecoder(1)
+        batches = [b for line in read_lines(KYSTVERKET) if (b := reader.feed(line))]
+        if (last := reader.close()) is not None:
+            batches.append(last)
+        for batch in batches:
+            sink.write(window.admit(decoder.decode(batch).shards[0]).batch)
+    sink.close()
+    held = contents(engine, 4)["receptions"][0]
+    assert held == 876
+    before = schema_shape(engine), contents(engine, 4)
+
+    with pytest.raises(schema.SchemaError, match=f"receptions holds {held} row"):
+        schema.downgrade(engine, 3)
+    assert (schema_shape(engine), contents(engine, 4)) == before
+
+    history = {name: contents(engine, 3)[name] for name in HISTORY}
+    assert schema.downgrade(engine, 3, force=True).notes == (f"dropped receptions ({held} row(s))",)
+    assert schema_shape(engine) == defined_shape(3, engine)
+    assert {name: contents(engine, 3)[name] for name in HISTORY} == history
 
 
 def test_a_store_newer_than_this_release_is_refused_both_ways(store: tuple[str, Engine]) -> None:
@@ -290,7 +321,8 @@ def test_schema_downgrade_needs_yes_and_the_stores_token(
     assert main([*store_flags, "--admin-token", TOKEN, "schema", "downgrade", "2", "--yes"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"schema downgraded from version {schema.LATEST_VERSION} to 2"
-    assert out[1].startswith("dropped breakwater_settings and the admin token's digest it held: ")
+    assert out[1] == "dropped receptions (it was empty)"
+    assert out[2].startswith("dropped breakwater_settings and the admin token's digest it held: ")
     # Version 2 has no settings table: the journal the same ingest job wrote holds the digest.
     assert main([*store_flags, "--admin-token", "wrong", "schema", "downgrade", "1", "--yes"]) == 1
     assert capsys.readouterr().err.endswith("refused: wrong or missing admin token (--admin-token)\n")

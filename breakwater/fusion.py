@@ -1,0 +1,158 @@
+"""Fusion of receivers: one transmission heard by several receivers is one report.
+
+A national network hears a ship through several receivers at once, and each relays its own
+copy of the same transmission: the same payload, with its own receive time and station.
+Stored as they come, two feeds of one area would double the history and let each copy in
+turn move the vessel's latest state. Here the copies are told apart from new reports:
+
+    Two reports are copies of one transmission when they are of the same kind, MMSI and
+    payload (the CRC-32 digest), both carry a receive time of their own (a tag block or a
+    trailer), and their receive times lie within `window_ms` of each other.
+
+The first copy a writer sees is the report; it is stored as it came. Each later copy becomes
+a *reception* of it: the stored report's identity (MMSI, receive time, digest), its kind, the
+receiver that heard the copy (its tag block station, else the name of the source it came
+from) and the copy's own receive time. So a report is stored once, with the list of every
+receiver that heard it (`Reception` rows beside its own station) and the first receive time.
+
+The window is per MMSI shard: every report of a vessel reaches the same writer, so each
+writer keeps a `FusionWindow` of its own and no state is shared. It is bounded twice: an
+entry is forgotten `retain_s` after it was seen (wall clock, so one receiver with a wrong
+clock cannot flush everyone's entries) and the oldest go first beyond `max_entries`.
+
+Re-delivery changes nothing: a row whose receiver and receive time are the report's own is
+the report again (a batch retried, a file ingested twice) and passes on as a report, which
+the stores' identity keys turn into a duplicate; a reception already recorded passes on
+again, and its own key does the same. Reports without a receive time of their own (placed by
+their file's line, `framing.LineBatch.place`) have no event time to compare and are never
+fused.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from breakwater.reports import (
+    DIGEST,
+    KINDS,
+    MMSI,
+    RECEIVED_MS,
+    TIME_FROM_FILE,
+    TIME_FROM_INGEST,
+    ReportBatch,
+)
+
+DEFAULT_WINDOW_S = 5.0
+DEFAULT_RETAIN_S = 30.0
+DEFAULT_MAX_ENTRIES = 200_000
+_PLACED = frozenset({TIME_FROM_FILE, TIME_FROM_INGEST})
+
+
+def receiver_of(row: tuple[Any, ...], source: str) -> str:
+    """Who heard a report: its tag block station, else the source it came from."""
+    station = row[-2]  # every report row ends with (station, time_source)
+    return str(station) if station else source
+
+
+@dataclass(slots=True)
+class _Heard:
+    """One transmission as the window holds it: the stored report's receive time and
+    receiver, and when (wall clock) the window first saw it."""
+
+    received_ms: int
+    receiver: str
+    seen_at: float
+
+
+@dataclass
+class Fused:
+    """What `FusionWindow.admit` made of a batch: the batch without its later copies, which
+    are its `receptions` now, and how many copies of each kind were taken out."""
+
+    batch: ReportBatch
+    copies: Counter[str] = field(default_factory=Counter)  # kind -> copies taken out
+
+    @property
+    def copy_count(self) -> int:
+        return sum(self.copies.values())
+
+
+class FusionWindow:
+    """The copies of recent transmissions one writer has seen. Safe to share between the
+    threads of one writer actor."""
+
+    def __init__(
+        self,
+        window_s: float = DEFAULT_WINDOW_S,
+        *,
+        retain_s: float = DEFAULT_RETAIN_S,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if window_s < 0:
+            raise ValueError(f"window_s must be 0 (off) or more, got {window_s}")
+        self.window_ms = round(window_s * 1000)
+        self.retain_s = max(retain_s, window_s)
+        self.max_entries = max_entries
+        self.clock = clock
+        self.forgotten = 0  # entries dropped to make room before their retain_s was up
+        self._heard: dict[tuple[str, int, int], _Heard] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return self.window_ms > 0
+
+    def __len__(self) -> int:
+        return len(self._heard)
+
+    def admit(self, batch: ReportBatch) -> Fused:
+        """The batch with every later copy of a transmission replaced by a reception."""
+        if not self.enabled:
+            return Fused(batch)
+        out = ReportBatch(batch.source, batch.read_ms, receptions=list(batch.receptions))
+        fused = Fused(out)
+        with self._lock:
+            now = self.clock()
+            self._forget(now)
+            for kind in KINDS:
+                kept = out.rows(kind)
+                for row in batch.rows(kind):
+                    reception = self._admit(kind, row, batch.source, now)
+                    if reception is None:
+                        kept.append(row)
+                    else:
+                        out.receptions.append(reception)
+                        fused.copies[kind] += 1
+        return fused
+
+    def _admit(self, kind: str, row: tuple[Any, ...], source: str, now: float) -> tuple[Any, ...] | None:
+        if row[-1] in _PLACED:
+            return None
+        key = (kind, row[MMSI], row[DIGEST])
+        receiver = receiver_of(row, source)
+        heard = self._heard.get(key)
+        if heard is None or abs(row[RECEIVED_MS] - heard.received_ms) > self.window_ms:
+            if self._heard.pop(key, None) is None and len(self._heard) >= self.max_entries:
+                del self._heard[next(iter(self._heard))]  # the oldest makes room
+                self.forgotten += 1
+            self._heard[key] = _Heard(row[RECEIVED_MS], receiver, now)  # last: the newest
+            return None
+        if receiver == heard.receiver and row[RECEIVED_MS] == heard.received_ms:
+            return None  # the report itself again
+        return (row[MMSI], heard.received_ms, row[DIGEST], kind, receiver, row[RECEIVED_MS])
+
+    def _forget(self, now: float) -> None:
+        """Drop the entries seen more than `retain_s` ago (the oldest are first)."""
+        heard = self._heard
+        horizon = now - self.retain_s
+        while heard:
+            key = next(iter(heard))
+            if heard[key].seen_at >= horizon:
+                break
+            del heard[key]
