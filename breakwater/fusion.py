@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,7 +49,7 @@ from breakwater.reports import (
 
 DEFAULT_WINDOW_S = 5.0
 DEFAULT_RETAIN_S = 30.0
-DEFAULT_MAX_ENTRIES = 200_000
+DEFAULT_MAX_ENTRIES = 100_000
 _PLACED = frozenset({TIME_FROM_FILE, TIME_FROM_INGEST})
 
 
@@ -101,7 +101,9 @@ class FusionWindow:
         self.max_entries = max_entries
         self.clock = clock
         self.forgotten = 0  # entries dropped to make room before their retain_s was up
-        self._heard: dict[tuple[str, int, int], _Heard] = {}
+        # Oldest first; OrderedDict, as a plain dict slows down when its first items keep being
+        # deleted (each lookup of the new first item walks over the holes they leave).
+        self._heard: OrderedDict[tuple[str, int, int], _Heard] = OrderedDict()
         self._lock = threading.Lock()
 
     @property
@@ -139,7 +141,7 @@ class FusionWindow:
         heard = self._heard.get(key)
         if heard is None or abs(row[RECEIVED_MS] - heard.received_ms) > self.window_ms:
             if self._heard.pop(key, None) is None and len(self._heard) >= self.max_entries:
-                del self._heard[next(iter(self._heard))]  # the oldest makes room
+                self._heard.popitem(last=False)  # the oldest makes room
                 self.forgotten += 1
             self._heard[key] = _Heard(row[RECEIVED_MS], receiver, now)  # last: the newest
             return None
@@ -152,7 +154,7 @@ class FusionWindow:
         heard = self._heard
         horizon = now - self.retain_s
         while heard:
-            key = next(iter(heard))
-            if heard[key].seen_at >= horizon:
+            oldest = next(iter(heard.values()))
+            if oldest.seen_at >= horizon:
                 break
-            del heard[key]
+            heard.popitem(last=False)
