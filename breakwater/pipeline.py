@@ -63,6 +63,7 @@ class ReaderOptions:
     flush_interval_s: float = 0.5
     fragment_timeout_lines: int = 1000
     fragment_timeout_s: float = 60.0
+    clock: Callable[[], float] = time.time  # the readers' clock: batch ages and read times
 
 
 _DRIVER_METRICS: dict[str, tuple[str, dict[str, str]]] = {
@@ -110,12 +111,20 @@ class _SourceThread(threading.Thread):
             fragment_timeout_lines=o.fragment_timeout_lines,
             fragment_timeout_s=o.fragment_timeout_s,
             stamp=source.stamp,
+            clock=o.clock,
         )
         self.readers.append(reader)
         failure: SourceError | None = None
         try:
             for line in source.lines(self.stop):
-                batch = reader.feed(line) if line is not None else reader.tick()
+                if line is None:
+                    batch = reader.tick()
+                else:
+                    batch = reader.feed(line)
+                    if batch is None and source.live:
+                        # A steady feed is never idle long enough to yield None: its batch is
+                        # cut by time here as well, or it would wait for max_lines lines.
+                        batch = reader.tick()
                 if batch is not None:
                     self.out.put(batch)
                 if self.stop.is_set():

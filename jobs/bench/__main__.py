@@ -21,6 +21,9 @@ Scenarios (`--scenario`, default throughput; `all` runs them all in turn):
                 against a run without faults, memory and latency every minute (`soak`)
     stress      the same feeds as fast as the job takes them, no faults, --minutes (default 2):
                 backpressure, peak memory, nothing lost, and the job's ceiling
+    streaming   a TCP and a UDP feed whose lines carry the time they are sent, at each of --rates
+                msg/s (default 2000 and 10000) for --minutes (default 1): receive-to-visible
+                latency p50/p95/p99 in Redis and in SQL, and the sustained rate (`streaming`)
 
 Every measurement against the stores gets a fresh, empty scratch database and Redis key prefix
 (`scratch`); how rates and memory are measured is told in `runners` and `sampling`.
@@ -47,9 +50,11 @@ from jobs.bench.runners import run_plain
 from jobs.bench.scenarios import Context, make_corpus, scenario_memory, scenario_throughput
 from jobs.bench.scratch import Scratch
 from jobs.bench.soak import console_lines, live_runs, scenario_soak, scenario_stress
+from jobs.bench.streaming import console_lines as streaming_lines
+from jobs.bench.streaming import scenario_streaming, streaming_runs
 
-SCENARIOS = ("throughput", "memory", "outage", "fastpath", "dlq-scale", "soak", "stress")
-NEEDS_SERVERS = frozenset({"throughput", "memory", "outage", "dlq-scale", "soak", "stress"})
+SCENARIOS = ("throughput", "memory", "outage", "fastpath", "dlq-scale", "soak", "stress", "streaming")
+NEEDS_SERVERS = frozenset({"throughput", "memory", "outage", "dlq-scale", "soak", "stress", "streaming"})
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -86,7 +91,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=1_000_000,
         help="lines ingested with Redis down in the dlq-scale scenario, default 1000000; 0 skips that part",
     )
-    p.add_argument("--minutes", type=float, help="soak and stress: minutes of feeding (default 10 and 2)")
+    p.add_argument(
+        "--minutes", type=float, help="soak, stress and streaming: minutes of feeding (default 10, 2 and 1 a rate)"
+    )
+    p.add_argument("--rates", type=int, nargs="+", help="streaming: msg/s, one run each (default 2000 10000)")
     p.add_argument("--rate", type=int, default=5000, help="soak: lines/s over all feeds, default 5000")
     p.add_argument("--feeds", type=int, default=2, help="soak and stress: live TCP feeds, default 2")
     p.add_argument("--flap-down-s", type=float, default=10.0, help="soak: seconds Redis is down a period, default 10")
@@ -160,7 +168,7 @@ def console_report(results: dict[str, Any]) -> str:
         out += _fastpath_lines(results["fastpath"])
     if results.get("dlq_scale"):
         out += _dlq_scale_lines(results["dlq_scale"])
-    return "\n".join(out + console_lines(results))
+    return "\n".join(out + console_lines(results) + streaming_lines(results))
 
 
 def _dlq_scale_lines(d: dict[str, Any]) -> list[str]:
@@ -219,6 +227,8 @@ def run_scenarios(args: argparse.Namespace, ctx: Context, wanted: set[str], resu
         results["soak"] = scenario_soak(ctx, args)
     if "stress" in wanted:
         results["stress"] = scenario_stress(ctx, args)
+    if "streaming" in wanted:
+        results["streaming"] = scenario_streaming(ctx, args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,7 +266,7 @@ def _runs(results: dict[str, Any]) -> list[dict[str, Any]]:
         runs += [results["outage"]["run"], results["outage"]["drain"]]
     if (results.get("dlq_scale") or {}).get("long_outage"):
         runs += [results["dlq_scale"]["long_outage"]["run"], results["dlq_scale"]["long_outage"]["drain"]]
-    return runs + live_runs(results)
+    return runs + live_runs(results) + streaming_runs(results)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +15,7 @@ from breakwater.gate import SinkGate
 from breakwater.pipeline import Ingest, ReaderOptions
 from breakwater.sources import FileSource
 from breakwater.writer import ShardWriter
+from tests.conftest import read_lines
 from tests.unit.fakes import InProcessCluster, MemorySink
 
 # pyais 3.3.1 counts 34,012 decodable messages in the AMSA capture and 877 in the Kystverket
@@ -151,3 +154,47 @@ def test_metrics_keep_flowing_while_a_full_queue_holds_the_reader_back(tmp_path:
         {k: g[k] for k in ("ais_batches_in_flight", "ais_dlq_full") if k in g} for g in cluster.pushed_before_resuming
     ]
     assert {"ais_batches_in_flight": 0, "ais_dlq_full": 1} in shipped
+
+
+class SteadyFeed:
+    """A live feed that is never idle: a line every 0.1 s of the reader's clock, no None."""
+
+    live = True
+    connected = True
+    stamp = None
+    name = "tcp://steady"
+
+    def __init__(self, lines: list[bytes], clock: list[float]) -> None:
+        self._lines, self._clock = lines, clock
+
+    def lines(self, stop: object) -> Iterator[bytes | None]:
+        for line in self._lines:
+            self._clock[0] += 0.1
+            yield line
+
+
+class RecordingCluster(InProcessCluster):
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.batch_lines: list[int] = []
+
+    def submit(self, batch: Any) -> Any:
+        self.batch_lines.append(batch.line_count)
+        return super().submit(batch)
+
+
+def test_a_steady_live_feed_is_cut_into_batches_by_time_not_held_for_max_lines(
+    tmp_path: Path, kystverket_path: Path
+) -> None:
+    """A feed sending a line every 0.1 s never yields None (it is never idle); its batches are
+    still cut every flush interval (0.5 s: 5 lines), not when 5,000 lines are in."""
+    now = [1_800_000_000.0]
+    queue = DeadLetterQueue(DeadLetterConfig(path=tmp_path / "dlq.sqlite3"))
+    gates = {"db": SinkGate(CircuitBreaker("db", BreakerConfig()))}
+    cluster = RecordingCluster([ShardWriter([MemorySink("db")], gates, queue, job_id="job")], queue, "job")
+    options = ReaderOptions(max_lines=5000, flush_interval_s=0.5, clock=lambda: now[0])
+    lines = read_lines(kystverket_path)[:40]
+    summary = Ingest(cluster, job_id="job", max_in_flight=1, reader=options).run([SteadyFeed(lines, now)])
+    assert summary.ok
+    assert sum(cluster.batch_lines) == 40
+    assert len(cluster.batch_lines) >= 7 and max(cluster.batch_lines) <= 6, cluster.batch_lines
