@@ -44,7 +44,7 @@ SQLITE_COPY = "database.sqlite3"
 POSTGRES_DUMP = "database.pgdump"
 JOURNAL_COPY = "dead-letters.sqlite3"
 # Tables whose rows are the deployment's data; a store with rows in any of them is not empty.
-DATA_TABLES = ("positions", "static_reports", "other_messages", "latest_positions", "vessels")
+DATA_TABLES = ("positions", "static_reports", "other_messages", "latest_positions", "vessels", "receptions")
 REDIS_NOTE = "Redis is not in the backup: it is derived from the SQL store; rebuild it from SQL after a restore"
 PATH_SETTING = "PATH"
 DLQ_SETTING = "BREAKWATER_DLQ__PATH (--dlq-path)"

@@ -25,6 +25,7 @@ from breakwater.config import Settings, load_settings
 from breakwater.dead_letters import Failure
 from breakwater.deployment import Deployment, deployment_queue
 from breakwater.errors import ConfigError
+from breakwater.stores import schema
 from breakwater.stores.engine import check_database
 from breakwater.stores.sql import SqlSink
 from jobs.fault_proxy import FaultProxy
@@ -220,7 +221,7 @@ def test_the_manifest_counts_what_the_files_hold_and_a_restore_rebinds_the_queue
 ) -> None:
     live = small_deployment(tmp_path, kystverket_path)
     manifest = backup(live, tmp_path / "backup")
-    assert manifest["schema_version"] == 3
+    assert manifest["schema_version"] == schema.LATEST_VERSION
     assert manifest["counts"]["tables"] == {
         **table_rows(live.database_url),
         "breakwater_schema": 1,
