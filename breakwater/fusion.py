@@ -6,8 +6,9 @@ Stored as they come, two feeds of one area would double the history and let each
 turn move the vessel's latest state. Here the copies are told apart from new reports:
 
     Two reports are copies of one transmission when they are of the same kind, MMSI and
-    payload (the CRC-32 digest), both carry a receive time of their own (a tag block or a
-    trailer), and their receive times lie within `window_ms` of each other.
+    payload (the CRC-32 digest), come from different receivers, both carry a receive time of
+    their own (a tag block or a trailer), and their receive times lie within `window_ms` of
+    each other.
 
 The first copy a writer sees is the report; it is stored as it came. Each later copy becomes
 a *reception* of it: the stored report's identity (MMSI, receive time, digest), its kind, the
@@ -20,10 +21,14 @@ writer keeps a `FusionWindow` of its own and no state is shared. It is bounded t
 entry is forgotten `retain_s` after it was seen (wall clock, so one receiver with a wrong
 clock cannot flush everyone's entries) and the oldest go first beyond `max_entries`.
 
-Re-delivery changes nothing: a row whose receiver and receive time are the report's own is
-the report again (a batch retried, a file ingested twice) and passes on as a report, which
-the stores' identity keys turn into a duplicate; a reception already recorded passes on
-again, and its own key does the same. Reports without a receive time of their own (placed by
+Only other receivers' copies are fused. A row from the stored report's own receiver passes on
+as a report: the report again (a batch retried, a file ingested twice), which the stores'
+identity keys turn into a duplicate, or that receiver repeating itself with another time,
+which stays a report of its own as it was before fusion. So a single source (a file, one
+feed) is stored exactly as without fusion, and what a copy becomes never depends on how one
+receiver's lines were cut into batches; between receivers, the copy that reaches the writer
+first is the report. Re-delivery of a reception passes it on again, and its own key makes it
+a duplicate. Reports without a receive time of their own (placed by
 their file's line, `framing.LineBatch.place`) have no event time to compare and are never
 fused.
 """
@@ -145,8 +150,8 @@ class FusionWindow:
                 self.forgotten += 1
             self._heard[key] = _Heard(row[RECEIVED_MS], receiver, now)  # last: the newest
             return None
-        if receiver == heard.receiver and row[RECEIVED_MS] == heard.received_ms:
-            return None  # the report itself again
+        if receiver == heard.receiver:
+            return None  # the report itself again, or its receiver's own repeat: not another receiver's
         return (row[MMSI], heard.received_ms, row[DIGEST], kind, receiver, row[RECEIVED_MS])
 
     def _forget(self, now: float) -> None:

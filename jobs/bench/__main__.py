@@ -4,8 +4,10 @@ Scenarios (`--scenario`, default throughput; `all` runs them all in turn):
 
     throughput  the same corpus through (1) pyais decode only, one process, the ceiling of one
                 core; (2) the plain script (jobs/plain_script.py: pyais, a Redis pipeline and a
-                PostgreSQL COPY, no resilience); (3) Breakwater's ingest job with both sinks,
-                breakers, dead-letter queue and metrics, run as `python -m jobs.ingest`
+                PostgreSQL COPY, no resilience); (3) the strong script (jobs/strong_script.py:
+                pyais IterMessages per 5,000-line chunk, COPY into two tables without keys, each
+                vessel's newest position of a chunk to Redis); (4) Breakwater's ingest job with
+                both sinks, breakers, dead-letter queue and metrics, run as `python -m jobs.ingest`
     memory      Breakwater on N lines and on 10 x N lines: peak RSS of each and their ratio
     outage      Breakwater with Redis reached through a fault proxy that resets every
                 connection for a few seconds mid-run; throughput before, during and after,
@@ -115,7 +117,10 @@ def _throughput_lines(t: dict[str, Any]) -> list[str]:
         f"{'':24}{'msg/s':>12}{'wall s':>10}{'peak RSS MiB':>14}",
         _row("decode only (pyais)", t["decode_only_msgs_per_s"], wall["decode_only"], t["decode_only_peak_rss_bytes"]),
         _row("plain script", t["plain_script_msgs_per_s"], wall["plain_script"], t["plain_script_peak_rss_bytes"]),
+        _row("strong script", t["strong_script_msgs_per_s"], wall["strong_script"], t["strong_script_peak_rss_bytes"]),
         _row("Breakwater (steady)", t["breakwater_msgs_per_s"], wall["breakwater"], t["peak_rss_bytes"]),
+        f"ratio Breakwater/strong {t['ratio_vs_strong']} steady, {t['ratio_vs_strong_cold']} whole commands "
+        f"(strong script {t['strong_script_wall_msgs_per_s']} msg/s over its whole run)",
         f"ratio Breakwater/plain {t['ratio_vs_plain']}, Breakwater/decode {t['ratio_vs_decode']}; "
         f"Breakwater incl. Ray start-up {t['breakwater_wall_msgs_per_s']} msg/s",
         f"Breakwater peak PSS {(t['peak_pss_bytes'] or 0) / 2**20:.0f} MiB (shared pages counted once)",

@@ -60,9 +60,11 @@ def run_plain(
     redis_url: str | None = None,
     prefix: str = "",
     timeout_s: float,
+    script: str = "jobs.plain_script",
 ) -> dict[str, Any]:
-    """jobs/plain_script.py in its own process; decode only when no stores are given."""
-    cmd = [sys.executable, "-m", "jobs.plain_script", str(corpus)]
+    """jobs/plain_script.py (or another `script` with its arguments, jobs/strong_script.py)
+    in its own process; decode only when no stores are given."""
+    cmd = [sys.executable, "-m", script, str(corpus)]
     if database_url and redis_url:
         cmd += ["--database-url", database_url, "--redis-url", redis_url, "--redis-prefix", prefix]
     load_before = os.getloadavg()[0]

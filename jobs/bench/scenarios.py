@@ -28,7 +28,7 @@ from jobs.bench.scratch import Scratch
 DATA = Path(os.environ.get("BENCH_CAPTURES_DIR", ROOT / "data"))
 CAPTURES = ("kystverket-2019-tagblock.nmea", "amsa-mixed.nmea.gz")
 MEMORY_TARGET_RATIO = 1.5
-CONTENDERS = ("decode_only", "plain_script", "breakwater")
+CONTENDERS = ("decode_only", "plain_script", "strong_script", "breakwater")
 
 
 class Context:
@@ -90,6 +90,21 @@ def _throughput_round(ctx: Context, corpus: Path, r: int) -> dict[str, dict[str,
     )
     plain["stores"] = ctx.scratch.contents(db, prefix)
     log(f"  {plain.get('msgs_per_s')} msg/s")
+    log(f"round {r + 1}: strong script (pyais IterMessages, COPY per chunk, newest per vessel to Redis)")
+    db, prefix = ctx.scratch.database(f"strong{r}"), ctx.scratch.prefix(f"strong{r}")
+    strong = run_plain(
+        corpus,
+        ctx.tmp,
+        database_url=db,
+        redis_url=ctx.scratch.redis_url,
+        prefix=prefix,
+        timeout_s=ctx.timeout_s,
+        script="jobs.strong_script",
+    )
+    strong["stores"] = ctx.scratch.contents(db, prefix)
+    if strong.get("wall_s") and strong.get("messages"):
+        strong["wall_msgs_per_s"] = round(strong["messages"] / strong["wall_s"], 1)
+    log(f"  {strong.get('msgs_per_s')} msg/s")
     log(f"round {r + 1}: Breakwater ingest job (Ray, both sinks, breakers, DLQ, metrics)")
     bw, db, prefix = breakwater_on_scratch(ctx, corpus, f"bw{r}", f"throughput{r}")
     bw["stores"] = ctx.scratch.contents(db, prefix)
@@ -97,7 +112,7 @@ def _throughput_round(ctx: Context, corpus: Path, r: int) -> dict[str, dict[str,
     if ctx.reference_stores is None:
         ctx.reference_stores = bw["stores"]
         ctx.reference_db_per_s = steady_db_rate(bw.get("timeline") or [])
-    return {"decode_only": decode, "plain_script": plain, "breakwater": bw}
+    return {"decode_only": decode, "plain_script": plain, "strong_script": strong, "breakwater": bw}
 
 
 def scenario_throughput(ctx: Context, corpus: Path, corpus_info: dict[str, Any]) -> dict[str, Any]:
@@ -107,7 +122,8 @@ def scenario_throughput(ctx: Context, corpus: Path, corpus_info: dict[str, Any])
     def med(run: str, key: str) -> Any:
         return _median([x[run].get(key) for x in rounds])
 
-    decode, plain, bw = (med(run, "msgs_per_s") for run in CONTENDERS)
+    decode, plain, strong, bw = (med(run, "msgs_per_s") for run in CONTENDERS)
+    strong_wall, bw_wall = med("strong_script", "wall_msgs_per_s"), med("breakwater", "wall_msgs_per_s")
     return {
         "corpus": corpus_info,
         "rounds": ctx.repeat,
@@ -117,11 +133,18 @@ def scenario_throughput(ctx: Context, corpus: Path, corpus_info: dict[str, Any])
         "breakwater_msgs_per_s": bw,
         "breakwater_warm_msgs_per_s": med("breakwater", "warm_msgs_per_s"),
         "breakwater_wall_msgs_per_s": med("breakwater", "wall_msgs_per_s"),
+        "strong_script_msgs_per_s": strong,
+        "strong_script_wall_msgs_per_s": strong_wall,
         "ratio_vs_plain": _ratio(bw, plain),
+        # Breakwater's steady rate (Ray up, workers warm) over the strong script's; and the whole
+        # commands', Ray's start-up and shutdown included, over the strong script's whole run.
+        "ratio_vs_strong": _ratio(bw, strong),
+        "ratio_vs_strong_cold": _ratio(bw_wall, strong_wall),
         "ratio_vs_decode": _ratio(bw, decode),
         "peak_rss_bytes": med("breakwater", "peak_rss_bytes"),
         "peak_pss_bytes": med("breakwater", "peak_pss_bytes"),
         "plain_script_peak_rss_bytes": med("plain_script", "peak_rss_bytes"),
+        "strong_script_peak_rss_bytes": med("strong_script", "peak_rss_bytes"),
         "decode_only_peak_rss_bytes": med("decode_only", "peak_rss_bytes"),
         "latency_p50_ms": med("breakwater", "latency_p50_ms"),
         "latency_p95_ms": med("breakwater", "latency_p95_ms"),

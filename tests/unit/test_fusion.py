@@ -60,6 +60,13 @@ def test_a_receiver_without_a_station_is_named_by_its_source() -> None:
     assert receiver_of(position(1, 1, 1, "r9"), "tcp://x") == "r9"
 
 
+def test_the_same_receivers_repeat_is_its_own_report_as_without_fusion() -> None:
+    window = FusionWindow(5.0)
+    window.admit(batch("a", position(257000001, T0, 77, "r1")))
+    repeat = window.admit(batch("a", position(257000001, T0 + 2000, 77, "r1")))
+    assert repeat.batch.positions == [position(257000001, T0 + 2000, 77, "r1")] and not repeat.batch.receptions
+
+
 def test_the_same_payload_outside_the_window_is_a_new_report() -> None:
     window = FusionWindow(5.0)
     window.admit(batch("a", position(257000001, T0, 77, "r1")))
@@ -129,8 +136,8 @@ copies = st.lists(
 def test_every_copy_ends_as_the_report_or_one_of_its_receptions(
     heard: list[tuple[int, str, int]], per_batch: int
 ) -> None:
-    """Whatever the order and batching: one report per transmission (the first copy seen),
-    every other copy a reception of it, and its receivers are every receiver that heard it."""
+    """Whatever the order and batching: a transmission's report is its first copy, every other
+    receiver's copy a reception of it, and its receivers are every receiver that heard it."""
     window = FusionWindow(5.0)
     rows = [position(257000001 + t, T0 + 60_000 * t + offset, 1000 + t, r) for t, r, offset in heard]
     reports: list[tuple[Any, ...]] = []
@@ -145,14 +152,15 @@ def test_every_copy_ends_as_the_report_or_one_of_its_receptions(
     for row in rows:
         first.setdefault((row[0], row[2]), row)
         heard_by.setdefault((row[0], row[2]), set()).add(row[11])
-    stored = {(r[0], r[2]): r for r in reports}
-    # The same row again (the same receiver and time) is the report again: the stores' keys
-    # make it a duplicate.
-    assert stored == first and len(set(reports)) == len(first), "one report per transmission: its first copy"
+    # Each transmission's first copy is its report; every copy from that copy's receiver is a
+    # report too (the same again, or that receiver's own repeat), every other one a reception.
+    for key, row in first.items():
+        own = [r for r in rows if (r[0], r[2]) == key and r[11] == row[11]]
+        assert [r for r in reports if (r[0], r[2]) == key] == own
     for r in receptions:
-        assert r[1] == stored[(r[0], r[2])][1], "a reception names the stored report"
+        assert (r[1], r[4] != first[(r[0], r[2])][11]) == (first[(r[0], r[2])][1], True), "names the first copy"
     for key, receivers in heard_by.items():
-        assert {stored[key][11]} | {r[4] for r in receptions if (r[0], r[2]) == key} == receivers
+        assert {first[key][11]} | {r[4] for r in receptions if (r[0], r[2]) == key} == receivers
 
 
 def make_writer(tmp_path: Path, sinks: list[MemorySink]) -> ShardWriter:
@@ -177,3 +185,27 @@ def test_the_writer_stores_one_report_and_every_sink_balances(tmp_path: Path) ->
         assert not acc.conservation_errors(counts, [sink])
     assert counts[acc.sink("db", "written")] == 3
     assert counts[acc.sink("redis", "written")] == 1 and counts[acc.sink("redis", "duplicates")] == 2
+
+
+def test_receptions_a_down_database_could_not_take_wait_in_the_queue_and_a_drain_writes_them(
+    tmp_path: Path,
+) -> None:
+    from breakwater.drain import Drain
+
+    clock = Clock()
+    db = MemorySink("db", frozenset({*KINDS, "reception"}))
+    queue = DeadLetterQueue(DeadLetterConfig(path=tmp_path / "dlq.sqlite3"), clock=clock)
+    gate = SinkGate(CircuitBreaker("db", BreakerConfig(), clock=clock), clock=clock)
+    writer = ShardWriter([db], {"db": gate}, queue, job_id="job-1", clock=clock, fusion=FusionWindow(5.0))
+    writer.write(batch("a", position(257000001, T0, 77, "r1")), "b-a")
+    db.down = True
+    counts = Counter[str]()
+    for source, station in (("b", "r2"), ("c", "r3")):
+        counts += writer.write(batch(source, position(257000001, T0 + 500, 77, station)), f"b-{source}").counts
+    assert counts[acc.sink("db", acc.OUTCOME_DLQ)] == 2 and not db.receptions
+    assert sorted(letter.kind for letter in queue.peek(10)) == ["reception", "reception"]
+    db.down = False
+    clock.now += 3600
+    report = Drain(queue, {"db": db}, {"db": gate}, queue.policy, clock=clock, sleep=lambda s: None).run(force=True)
+    assert report == {"db.written": 2}
+    assert {r[4] for r in db.receptions} == {"r2", "r3"} and queue.stats().waiting == 0
