@@ -225,11 +225,15 @@ def main(argv: list[str] | None = None) -> int:
     writer = (
         PlainWriter(args.database_url, args.redis_url, args.redis_prefix, args.batch) if args.database_url else None
     )
-    counts = run(args.path, writer)
+    print_counts(run(args.path, writer))
+    return 0
+
+
+def print_counts(counts: dict[str, Any]) -> None:
+    """The one JSON line a script prints: its counts, its rate and its peak RSS."""
     counts["msgs_per_s"] = round(counts["messages"] / counts["elapsed_s"], 1) if counts["elapsed_s"] else 0.0
     counts["peak_rss_bytes"] = peak_rss_bytes()
     print(json.dumps(counts))
-    return 0
 
 
 if __name__ == "__main__":

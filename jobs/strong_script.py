@@ -25,7 +25,6 @@ It prints one JSON line: lines, messages, positions, statics, elapsed seconds, p
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from datetime import UTC, datetime
@@ -36,7 +35,7 @@ from typing import Any
 from pyais.exceptions import AISBaseException
 from pyais.stream import IterMessages
 
-from jobs.plain_script import open_lines, peak_rss_bytes
+from jobs.plain_script import open_lines, print_counts
 
 GEO_MAX_LAT = 85.05112878
 POSITION_TYPES = frozenset({1, 2, 3, 18, 19, 27})
@@ -162,10 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk", type=int, default=5000, help="lines per chunk, default 5000")
     args = parser.parse_args(argv)
     writer = StrongWriter(args.database_url, args.redis_url, args.redis_prefix)
-    counts = run(args.path, writer, args.chunk)
-    counts["msgs_per_s"] = round(counts["messages"] / counts["elapsed_s"], 1) if counts["elapsed_s"] else 0.0
-    counts["peak_rss_bytes"] = peak_rss_bytes()
-    print(json.dumps(counts))
+    print_counts(run(args.path, writer, args.chunk))
     return 0
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from itertools import islice
 from pathlib import Path
@@ -53,6 +53,35 @@ class Pacer:
 
     def record(self, lines: int) -> None:
         self.sent += lines
+
+
+class PacedLines:
+    """A file's lines in chunks, as a feed sends them: every TICK_S what is due at
+    `rate_per_s` (None: CHUNK_LINES at once, as fast as they are taken), until the deadline
+    or `closing`. `ran_out` is set when the file ended first; `forgiven` counts the lines a
+    stall cost (`Pacer`)."""
+
+    def __init__(self, path: Path, rate_per_s: float | None, clock: Callable[[], float]) -> None:
+        self.path, self.rate_per_s, self.clock = path, rate_per_s, clock
+        self.ran_out = False
+        self.forgiven = 0
+
+    def chunks(self, deadline: float, closing: threading.Event) -> Iterator[list[bytes]]:
+        pacer = None if self.rate_per_s is None else Pacer(self.rate_per_s, self.clock())
+        with open(self.path, "rb") as lines:
+            while not closing.is_set() and self.clock() < deadline:
+                n = CHUNK_LINES if pacer is None else pacer.due(self.clock())
+                if n == 0:
+                    time.sleep(TICK_S)
+                    continue
+                chunk = list(islice(lines, n))
+                if not chunk:
+                    self.ran_out = True
+                    return
+                yield chunk  # the caller sends it before the next is due
+                if pacer is not None:
+                    pacer.record(len(chunk))
+                    self.forgiven = pacer.forgiven
 
 
 def _starts_a_message(line: bytes) -> bool:
@@ -154,24 +183,18 @@ class FeedServer(threading.Thread):
                 return conn
         return None
 
+    def encode(self, chunk: list[bytes]) -> bytes:
+        """The bytes that carry a chunk of lines: the lines as they are."""
+        return b"".join(chunk)
+
     def _send(self, conn: socket.socket) -> None:
-        pacer = None if self.rate_per_s is None else Pacer(self.rate_per_s, self.clock())
-        with open(self.path, "rb") as lines:
-            while not self._closing.is_set() and self.clock() < self._deadline:
-                n = CHUNK_LINES if pacer is None else pacer.due(self.clock())
-                if n == 0:
-                    time.sleep(TICK_S)
-                    continue
-                chunk = list(islice(lines, n))
-                if not chunk:
-                    self.ran_out = True
-                    break
-                data = b"".join(chunk)
-                before = self.clock()
-                conn.sendall(data)  # blocks while the job reads slower than this: backpressure
-                self.blocked_s += self.clock() - before
-                self.sent += len(chunk)
-                self.sent_bytes += len(data)
-                if pacer is not None:
-                    pacer.record(len(chunk))
-                    self.forgiven = pacer.forgiven
+        paced = PacedLines(self.path, self.rate_per_s, self.clock)
+        for chunk in paced.chunks(self._deadline, self._closing):
+            data = self.encode(chunk)
+            before = self.clock()
+            conn.sendall(data)  # blocks while the job reads slower than this: backpressure
+            self.blocked_s += self.clock() - before
+            self.sent += len(chunk)
+            self.sent_bytes += len(data)
+            self.forgiven = paced.forgiven
+        self.ran_out = paced.ran_out

@@ -79,31 +79,10 @@ def _throughput_round(ctx: Context, corpus: Path, r: int) -> dict[str, dict[str,
     decode = run_plain(corpus, ctx.tmp, timeout_s=ctx.timeout_s)
     log(f"  {decode.get('msgs_per_s')} msg/s")
     log(f"round {r + 1}: plain script (pyais + Redis pipeline + PostgreSQL COPY, one process)")
-    db, prefix = ctx.scratch.database(f"plain{r}"), ctx.scratch.prefix(f"plain{r}")
-    plain = run_plain(
-        corpus,
-        ctx.tmp,
-        database_url=db,
-        redis_url=ctx.scratch.redis_url,
-        prefix=prefix,
-        timeout_s=ctx.timeout_s,
-    )
-    plain["stores"] = ctx.scratch.contents(db, prefix)
+    plain = _script_on_scratch(ctx, corpus, f"plain{r}", "jobs.plain_script")
     log(f"  {plain.get('msgs_per_s')} msg/s")
     log(f"round {r + 1}: strong script (pyais IterMessages, COPY per chunk, newest per vessel to Redis)")
-    db, prefix = ctx.scratch.database(f"strong{r}"), ctx.scratch.prefix(f"strong{r}")
-    strong = run_plain(
-        corpus,
-        ctx.tmp,
-        database_url=db,
-        redis_url=ctx.scratch.redis_url,
-        prefix=prefix,
-        timeout_s=ctx.timeout_s,
-        script="jobs.strong_script",
-    )
-    strong["stores"] = ctx.scratch.contents(db, prefix)
-    if strong.get("wall_s") and strong.get("messages"):
-        strong["wall_msgs_per_s"] = round(strong["messages"] / strong["wall_s"], 1)
+    strong = _script_on_scratch(ctx, corpus, f"strong{r}", "jobs.strong_script")
     log(f"  {strong.get('msgs_per_s')} msg/s")
     log(f"round {r + 1}: Breakwater ingest job (Ray, both sinks, breakers, DLQ, metrics)")
     bw, db, prefix = breakwater_on_scratch(ctx, corpus, f"bw{r}", f"throughput{r}")
@@ -113,6 +92,21 @@ def _throughput_round(ctx: Context, corpus: Path, r: int) -> dict[str, dict[str,
         ctx.reference_stores = bw["stores"]
         ctx.reference_db_per_s = steady_db_rate(bw.get("timeline") or [])
     return {"decode_only": decode, "plain_script": plain, "strong_script": strong, "breakwater": bw}
+
+
+def _script_on_scratch(ctx: Context, corpus: Path, store: str, script: str) -> dict[str, Any]:
+    """A one-process script (`jobs.plain_script`, `jobs.strong_script`) on a fresh scratch
+    database and prefix named `store`; its results, what it left in the stores, and its rate
+    over its whole run."""
+    db, prefix = ctx.scratch.database(store), ctx.scratch.prefix(store)
+    run = run_plain(
+        corpus, ctx.tmp, database_url=db, redis_url=ctx.scratch.redis_url, prefix=prefix,
+        timeout_s=ctx.timeout_s, script=script,
+    )  # fmt: skip
+    run["stores"] = ctx.scratch.contents(db, prefix)
+    if run.get("wall_s") and run.get("messages"):
+        run["wall_msgs_per_s"] = round(run["messages"] / run["wall_s"], 1)
+    return run
 
 
 def scenario_throughput(ctx: Context, corpus: Path, corpus_info: dict[str, Any]) -> dict[str, Any]:

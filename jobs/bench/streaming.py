@@ -30,13 +30,12 @@ import time
 import urllib.request
 from contextlib import ExitStack, suppress
 from functools import reduce
-from itertools import islice
 from operator import xor
 from pathlib import Path
 from typing import Any
 
 from jobs.bench import log
-from jobs.bench.feed_server import TICK_S, FeedServer, Pacer, split_corpus
+from jobs.bench.feed_server import FeedServer, PacedLines, split_corpus
 from jobs.bench.live_job import LiveJob
 from jobs.bench.scenarios import Context, make_corpus
 from jobs.bench.soak import rate_between
@@ -76,26 +75,9 @@ def messages_per_line(path: Path) -> float:
 class StampingFeed(FeedServer):
     """A paced TCP feed whose lines carry the time they are sent."""
 
-    def _send(self, conn: socket.socket) -> None:
-        assert self.rate_per_s is not None
-        pacer = Pacer(self.rate_per_s, self.clock())
-        with open(self.path, "rb") as lines:
-            while not self._closing.is_set() and self.clock() < self._deadline:
-                n = pacer.due(self.clock())
-                if n == 0:
-                    time.sleep(TICK_S)
-                    continue
-                chunk = list(islice(lines, n))
-                if not chunk:
-                    self.ran_out = True
-                    break
-                ms = int(time.time() * 1000)
-                data = b"".join(stamp(line, ms) for line in chunk)
-                conn.sendall(data)
-                self.sent += len(chunk)
-                self.sent_bytes += len(data)
-                pacer.record(len(chunk))
-                self.forgiven = pacer.forgiven
+    def encode(self, chunk: list[bytes]) -> bytes:
+        ms = int(time.time() * 1000)
+        return b"".join(stamp(line, ms) for line in chunk)
 
 
 class UdpFeed(threading.Thread):
@@ -104,13 +86,17 @@ class UdpFeed(threading.Thread):
 
     def __init__(self, path: Path, port: int, rate_per_s: float) -> None:
         super().__init__(name="udp-feed", daemon=True)
-        self.path, self.port, self.rate_per_s = path, port, rate_per_s
+        self.port = port
+        self.paced = PacedLines(path, rate_per_s, time.monotonic)
         self.sent = 0
-        self.ran_out = False
         self.error: str | None = None
         self._go = threading.Event()
         self._deadline = 0.0
         self._closing = threading.Event()
+
+    @property
+    def ran_out(self) -> bool:
+        return self.paced.ran_out
 
     def go(self, deadline: float) -> None:
         self._deadline = deadline
@@ -123,18 +109,9 @@ class UdpFeed(threading.Thread):
 
     def run(self) -> None:
         self._go.wait()
-        pacer = Pacer(self.rate_per_s, time.monotonic())
         try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out, open(self.path, "rb") as lines:
-                while not self._closing.is_set() and time.monotonic() < self._deadline:
-                    n = pacer.due(time.monotonic())
-                    if n == 0:
-                        time.sleep(TICK_S)
-                        continue
-                    chunk = list(islice(lines, n))
-                    if not chunk:
-                        self.ran_out = True
-                        break
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:
+                for chunk in self.paced.chunks(self._deadline, self._closing):
                     ms = int(time.time() * 1000)
                     datagram = b""
                     for line in chunk:
@@ -146,7 +123,6 @@ class UdpFeed(threading.Thread):
                     if datagram:
                         out.sendto(datagram, ("127.0.0.1", self.port))
                     self.sent += len(chunk)
-                    pacer.record(len(chunk))
         except OSError as e:
             self.error = f"{type(e).__name__}: {e}"
 
