@@ -60,7 +60,7 @@ class Cluster(Protocol):
 @dataclass
 class ReaderOptions:
     max_lines: int = 5000
-    flush_interval_s: float = 0.5
+    flush_interval_s: float = 0.1
     fragment_timeout_lines: int = 1000
     fragment_timeout_s: float = 60.0
     clock: Callable[[], float] = time.time  # the readers' clock: batch ages and read times
