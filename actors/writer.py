@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
@@ -13,12 +14,16 @@ from breakwater.reports import ReportBatch
 from breakwater.stores import open_sinks
 from breakwater.writer import ShardWriter, WriteReport
 
+log = logging.getLogger("breakwater.writer")
+
 
 class WriterActor:
     """A `ShardWriter` with its own store connections. It runs several calls at once
     (`CONCURRENCY`, a threaded actor) so that one sink's lane waiting on a frozen store
     never holds the other sink's writes back. It ships its metrics to the metrics actor at
-    most once per `metrics_push_interval_s`, piggy-backed on writes."""
+    most once per `metrics_push_interval_s`: piggy-backed on writes, and from a thread of its
+    own when no write comes, so what the last batch before a lull counted is not held back
+    until the next one."""
 
     CONCURRENCY = 4
 
@@ -37,6 +42,16 @@ class WriterActor:
         self.push_interval_s = settings.metrics_push_interval_s
         self._last_push = 0.0
         self._push_lock = threading.Lock()
+        threading.Thread(target=self._ship_in_lulls, name="metrics-lull", daemon=True).start()
+
+    def _ship_in_lulls(self) -> None:
+        while True:
+            time.sleep(self.push_interval_s)
+            if time.monotonic() - self._last_push >= self.push_interval_s:
+                try:
+                    self._push_metrics()
+                except Exception:  # the metrics actor restarting: the next round ships it
+                    log.warning("could not ship the writer's metrics; trying again", exc_info=True)
 
     def write(self, batch: ReportBatch, batch_id: str, job_id: str) -> WriteReport:
         self.writer.job_id = job_id

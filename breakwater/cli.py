@@ -562,6 +562,20 @@ def status(
     raise typer.Exit(watch(url, token, once=once, interval_s=interval_s, as_json=opts.as_json))
 
 
+@app.command()
+def sources(
+    ctx: typer.Context,
+    url: Annotated[str, typer.Option(help="the metrics endpoint")] = "http://127.0.0.1:9464",
+    token: Annotated[str | None, typer.Option(envvar="BREAKWATER_METRICS_TOKEN", help="bearer token")] = None,
+) -> None:
+    """Every live feed of the running job: up or down, last line, lines, messages, rejections,
+    fused copies (its duplicate ratio), reconnects, silences and kernel drops."""
+    from breakwater.status import SOURCE_COLUMNS, fetch, source_rows
+
+    opts = _options(ctx)
+    _print(opts, source_rows(fetch(url, token)), "live sources", SOURCE_COLUMNS)
+
+
 @app.command("rebuild-redis")
 def rebuild_redis_command(ctx: typer.Context) -> None:
     """Rebuild every vessel's Redis state and GEO index from the SQL store (after a Redis

@@ -91,3 +91,50 @@ def watch(url: str, token: str | None, *, once: bool, interval_s: float, as_json
                 previous, before = current, now
         except KeyboardInterrupt:
             return 0
+
+
+# -- `breakwater sources`: every live feed, from the same endpoint --------------------------
+
+SOURCE_COLUMNS = (
+    *("source", "state", "last_line_age_s", "lines", "messages", "rejected_lines", "reject_ratio"),
+    *("fused_copies", "duplicate_ratio", "reconnects", "silences", "dropped"),
+)
+_SOURCE_METRICS = {
+    "ais_source_up": "up",
+    "ais_source_last_line_age_seconds": "last_line_age_s",
+    "ais_source_lines": "lines",
+    "ais_source_messages": "messages",
+    "ais_source_rejected_lines": "rejected_lines",
+    "ais_source_reconnects": "reconnects",
+    "ais_source_silences": "silences",
+    "ais_source_dropped": "dropped",
+    "ais_fused_copies": "fused_copies",
+}
+
+
+def source_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per live feed: its state (`up` or `down`), its totals, and two ratios: of its
+    lines, the rejected ones; of its messages, the other receivers' copies that fusion kept as
+    receptions (a feed that only repeats another's reports is near 1)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for metric, column in _SOURCE_METRICS.items():
+        for entry in summary.get(metric, []):
+            if isinstance(entry, dict) and "source" in entry:
+                rows.setdefault(entry["source"], {})[column] = entry["value"]
+    out = []
+    for name, row in sorted(rows.items()):
+        if "up" not in row:  # a file's fused copies: not a live feed
+            continue
+        lines, messages = row.get("lines", 0), row.get("messages", 0)
+        out.append(
+            {
+                "source": name,
+                "state": "up" if row["up"] else "down",
+                "last_line_age_s": row.get("last_line_age_s"),
+                **{c: int(row.get(c, 0)) for c in ("lines", "messages", "rejected_lines", "fused_copies")},
+                "reject_ratio": round(row.get("rejected_lines", 0) / lines, 4) if lines else None,
+                "duplicate_ratio": round(row.get("fused_copies", 0) / messages, 4) if messages else None,
+                **{c: int(row.get(c, 0)) for c in ("reconnects", "silences", "dropped")},
+            }
+        )
+    return out

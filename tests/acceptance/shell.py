@@ -46,8 +46,10 @@ def checkout_copy(dest: Path) -> Path:
     if installed.exists():
         # `make test` installed the venv before this runs: the copy's make must not reinstall it
         # (an editable install from the copy would point the shared venv at a folder that goes).
-        stamp = installed.stat().st_mtime
-        os.utime(dest / "pyproject.toml", (stamp, stamp))
+        # A second older than the stamp, in nanoseconds: a float time can round up past the
+        # stamp, and a pyproject.toml newer by a microsecond made make reinstall from the copy.
+        older = installed.stat().st_mtime_ns - 1_000_000_000
+        os.utime(dest / "pyproject.toml", ns=(older, older))
     return dest
 
 

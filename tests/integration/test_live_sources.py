@@ -122,6 +122,32 @@ def test_named_tcp_and_udp_feeds_that_drop_and_stall_lose_nothing_and_stop_on_si
                 return seen if done == [(len(lines), 876)] * 3 else None
 
             seen = wait_until(every_line_done, 120, "every line of every feed read and written")
+            # Two of the three feeds' copies of each report are receptions, once the writers have
+            # shipped their counts.
+            wait_until(
+                lambda: (
+                    sum(
+                        scrape(metrics_port).get(("ais_fused_copies_total", n), 0) for n in ("north", "stalled", "east")
+                    )
+                    == 2 * 876
+                ),
+                60,
+                "the fused copies counted",
+            )
+            # `breakwater sources`, as an operator runs it beside the job.
+            shown = subprocess.run(
+                [str(VENV_BIN / "breakwater"), "--json", "sources", "--url", f"http://127.0.0.1:{metrics_port}"],
+                env=clean_env(home), capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert shown.returncode == 0, shown.stderr
+            listed = {row["source"]: row for row in json.loads(shown.stdout)}
+            assert sorted(listed) == ["east", "north", "stalled"]
+            # Every line and message of each feed; up or down as the feed is at that moment (the
+            # feeds that went silent are dropped and dialled again every feed_silence_s).
+            shown_counts = [(r["source"], r["lines"], r["messages"]) for r in listed.values()]
+            assert shown_counts == [(name, len(lines), 876) for name in ("east", "north", "stalled")]
+            assert {r["state"] for r in listed.values()} <= {"up", "down"}
+            assert sum(r["fused_copies"] for r in listed.values()) == 2 * 876  # two feeds' copies of each
             # The job's own local cluster serves no Ray dashboard (ray_dashboard is off): Ray
             # still runs a dashboard process without its web server, which takes none of the
             # ports a dashboard would (8265 and the 50 Ray tries after it).

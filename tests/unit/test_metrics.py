@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from breakwater.metrics import CATALOG, MetricsAggregator, MetricsBuffer
 from breakwater.metrics_http import INSTANCE_HEADER, MetricsServer
+from breakwater.status import SOURCE_COLUMNS, source_rows
 from tests.unit.fakes import Clock
 
 
@@ -126,3 +127,20 @@ def test_every_reply_names_the_process_that_served_it() -> None:
     finally:
         named.stop()
         unnamed.stop()
+
+
+def test_sources_shows_each_live_feed_with_its_ratios_and_leaves_files_out() -> None:
+    summary = {
+        "ais_source_up": [{"source": "north", "value": 1.0}, {"source": "east", "value": 0.0}],
+        "ais_source_lines": [{"source": "north", "value": 1000.0}, {"source": "east", "value": 500.0}],
+        "ais_source_messages": [{"source": "north", "value": 876.0}, {"source": "east", "value": 400.0}],
+        "ais_source_rejected_lines": [{"source": "north", "value": 2.0}],
+        "ais_fused_copies": [{"source": "east", "value": 100.0}, {"source": "data/a.nmea", "value": 7.0}],
+        "ais_source_reconnects": [{"source": "east", "value": 3.0}],
+    }
+    rows = source_rows(summary)
+    assert [r["source"] for r in rows] == ["east", "north"]
+    east, north = rows
+    assert (east["state"], east["duplicate_ratio"], east["reconnects"], east["fused_copies"]) == ("down", 0.25, 3, 100)
+    assert (north["state"], north["reject_ratio"], north["duplicate_ratio"], north["silences"]) == ("up", 0.002, 0.0, 0)
+    assert set(north) == set(SOURCE_COLUMNS)
