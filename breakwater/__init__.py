@@ -22,6 +22,7 @@ from breakwater.errors import (
 )
 from breakwater.framing import LineBatch, Reader
 from breakwater.models import (
+    FieldOrigin,
     OtherMessage,
     PositionReport,
     StaticReport,
@@ -49,6 +50,7 @@ __all__ = [
     "ConfigError",
     "DeadLetterConfig",
     "DeadLetterQueue",
+    "FieldOrigin",
     "LineBatch",
     "NotFoundError",
     "NotRunningError",

@@ -113,8 +113,17 @@ class VesselState(BaseModel):
     name: str | None = None
     callsign: str | None = None
     ship_type: int | None = None
-    source: str | None = None
+    source: str | None = Field(None, description="the input the latest position came from")
+    station: str | None = Field(None, description="the receiving station of the latest position (tag block s:)")
     distance_km: float | None = Field(None, description="set by nearby queries")
+
+
+class FieldOrigin(BaseModel):
+    """Where one merged static field came from: the static report that carried it."""
+
+    received_at: UtcDatetime
+    source: str | None = None
+    station: str | None = None
 
 
 class Vessel(BaseModel):
@@ -134,6 +143,10 @@ class Vessel(BaseModel):
     destination: str | None = None
     static_received_at: UtcDatetime | None = None
     deleted_at: UtcDatetime | None = None
+    origins: dict[str, FieldOrigin] = Field(
+        default_factory=dict,
+        description="per static field that has a value: the report it came from (its time, source and station)",
+    )
 
     @property
     def length_m(self) -> int | None:

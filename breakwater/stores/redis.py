@@ -226,6 +226,7 @@ def _state_from_hash(data: dict[str, str], distance_km: float | None = None) -> 
         callsign=values.get("callsign"),
         ship_type=values.get("ship_type"),
         source=values.get("source"),
+        station=values.get("station"),
         distance_km=distance_km,
     )
 

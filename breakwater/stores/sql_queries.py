@@ -16,10 +16,11 @@ from sqlalchemy import Connection, Engine, and_, delete, exists, func, select, u
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from breakwater.errors import NotFoundError
-from breakwater.models import StoreCounts, TrackPoint, Vessel, VesselState, as_utc
+from breakwater.models import FieldOrigin, StoreCounts, TrackPoint, Vessel, VesselState, as_utc
 from breakwater.reports import KIND_POSITION
 from breakwater.stores import schema
 from breakwater.stores.engine import cannot_use, check_store, make_engine
+from breakwater.write_model import STATIC_VALUE_FIELDS
 
 EARTH_RADIUS_KM = 6371.0088
 
@@ -126,13 +127,40 @@ class SqlQueries:
         ]
 
     def vessel(self, mmsi: int, *, include_deleted: bool = False) -> Vessel | None:
+        """The vessel's merged static data, and for each field with a value the static report
+        it came from (`Vessel.origins`)."""
         v = schema.vessels
         query = select(v).where(v.c.mmsi == mmsi)
         if not include_deleted:
             query = query.where(v.c.deleted_at.is_(None))
         with self._reading() as conn:
             row = conn.execute(query).mappings().first()
-        return None if row is None else Vessel(**row)
+            if row is None:
+                return None
+            wanted = [f for f in STATIC_VALUE_FIELDS if row[f] is not None]
+            origins = self._origins(conn, mmsi, wanted)
+        return Vessel(**row, origins=origins)
+
+    @staticmethod
+    def _origins(conn: Connection, mmsi: int, wanted: list[str]) -> dict[str, FieldOrigin]:
+        """For each of `wanted`, the newest static report that carries it (write_model rule 3:
+        the report whose value the merge kept), read newest first down the primary key."""
+        s = schema.static_reports
+        query = (
+            select(s.c.received_at, s.c.source, s.c.station, *(s.c[f] for f in wanted))
+            .where(s.c.mmsi == mmsi)
+            .order_by(s.c.received_at.desc(), s.c.digest.desc())
+        )
+        origins: dict[str, FieldOrigin] = {}
+        for report in conn.execute(query).mappings() if wanted else ():
+            for f in wanted:
+                if f not in origins and report[f] is not None:
+                    origins[f] = FieldOrigin(
+                        received_at=report["received_at"], source=report["source"], station=report["station"]
+                    )
+            if len(origins) == len(wanted):
+                break
+        return origins
 
     def nearby(self, lat: float, lon: float, radius_km: float, limit: int = 100) -> list[VesselState]:
         """Vessels whose latest position is within `radius_km`: a bounding box on the

@@ -84,5 +84,22 @@ def test_two_receivers_copies_of_one_transmission_are_one_report_with_both_recei
                 state = store.latest(mmsi)
                 assert state is not None
                 assert int(state.received_at.timestamp() * 1000) == located[-1][0], (store, mmsi)
+                # Provenance of the position part: the receiver and source of the stored copy.
+                assert (state.station, state.source) == ("north", "feed-n"), (store, mmsi)
+        # ... and of each static field: the report it came from, heard by north.
+        engine = create_engine(postgres_url)
+        with engine.connect() as conn:
+            v = schema.vessels
+            with_statics = conn.execute(select(v.c.mmsi).where(v.c.static_received_at.is_not(None))).scalars().all()
+        engine.dispose()
+        assert len(with_statics) > 50
+        statics = [sql.vessel(m) for m in with_statics]
+        assert all(v is not None and v.origins for v in statics)
+        for vessel in statics:
+            assert vessel is not None and vessel.static_received_at is not None
+            for field, origin in vessel.origins.items():
+                assert getattr(vessel, field) is not None
+                assert (origin.station, origin.source) == ("north", "feed-n")
+                assert origin.received_at <= vessel.static_received_at
     finally:
         sql.close()
