@@ -82,10 +82,6 @@ class Fused:
     batch: ReportBatch
     copies: Counter[str] = field(default_factory=Counter)  # kind -> copies taken out
 
-    @property
-    def copy_count(self) -> int:
-        return sum(self.copies.values())
-
 
 class FusionWindow:
     """The copies of recent transmissions one writer has seen. Safe to share between the

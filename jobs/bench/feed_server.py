@@ -113,13 +113,33 @@ def split_corpus(corpus: Path, parts: int, out_dir: Path) -> list[Path]:
     return paths
 
 
-class FeedServer(threading.Thread):
+class FeedThread(threading.Thread):
+    """A feed's sending thread: it waits for `go(deadline)`, then sends until the deadline;
+    `stop_sending` ends it early and waits for it."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self._go = threading.Event()
+        self._deadline = 0.0
+        self._closing = threading.Event()
+
+    def go(self, deadline: float) -> None:
+        self._deadline = deadline
+        self._go.set()
+
+    def stop_sending(self) -> None:
+        self._closing.set()
+        self._go.set()
+        self.join(timeout=5)
+
+
+class FeedServer(FeedThread):
     """One live feed: takes one connection, waits for `go`, then sends its file's lines paced
     at `rate_per_s` (None: as fast as the socket takes them) until the deadline or the end of
     the file. `sent` and `sent_bytes` count lines the kernel has taken (sendall returned)."""
 
     def __init__(self, path: Path, *, rate_per_s: float | None, clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(name=f"feed-{path.name}", daemon=True)
+        super().__init__(f"feed-{path.name}")
         self.path = path
         self.rate_per_s = rate_per_s
         self.clock = clock
@@ -133,9 +153,6 @@ class FeedServer(threading.Thread):
         self.error: str | None = None
         self.connected = threading.Event()
         self.finished = threading.Event()
-        self._go = threading.Event()
-        self._deadline = 0.0
-        self._closing = threading.Event()
         self._conn: socket.socket | None = None
 
     @property
@@ -147,14 +164,8 @@ class FeedServer(threading.Thread):
         """The job's source spec: a feed that ends, as a failure, if the connection breaks."""
         return f"tcp://127.0.0.1:{self.port}?reconnect=0"
 
-    def go(self, deadline: float) -> None:
-        self._deadline = deadline
-        self._go.set()
-
     def close(self) -> None:
-        self._closing.set()
-        self._go.set()
-        self.join(timeout=5)
+        self.stop_sending()
         if self._conn is not None:
             with suppress(OSError):
                 self._conn.close()

@@ -34,8 +34,8 @@ from jobs.bench.sampling import MetricsPoller, RssSampler, histogram_percentiles
 TickHook = Callable[[float, dict[str, float] | None], None]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
+def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 

@@ -35,15 +35,15 @@ import threading
 import time
 import urllib.request
 from contextlib import ExitStack, suppress
-from functools import reduce
-from operator import xor
 from pathlib import Path
 from typing import Any
 
 from jobs.bench import log
-from jobs.bench.feed_server import FeedServer, PacedLines, split_corpus
+from jobs.bench.corpus import checksum
+from jobs.bench.feed_server import FeedServer, FeedThread, PacedLines, split_corpus
 from jobs.bench.live_job import LiveJob
 from jobs.bench.reference import NO_FUSION
+from jobs.bench.runners import free_port
 from jobs.bench.scenarios import Context, make_corpus
 from jobs.bench.soak import rate_between
 
@@ -65,7 +65,7 @@ def stamp(line: bytes, ms: int) -> bytes:
     tag = line[1:end]
     star = tag.rfind(b"*")
     body = _C_FIELD.sub(b"c:%d" % ms, tag[:star] if star >= 0 else tag, count=1)
-    return b"\\%s*%02X\\%s" % (body, reduce(xor, body, 0), line[end + 1 :])
+    return b"\\%s*%s\\%s" % (body, checksum(body), line[end + 1 :])
 
 
 def messages_per_line(path: Path) -> float:
@@ -88,32 +88,20 @@ class StampingFeed(FeedServer):
         return b"".join(stamp(line, ms) for line in chunk)
 
 
-class UdpFeed(threading.Thread):
+class UdpFeed(FeedThread):
     """A paced UDP feed: whole stamped lines in datagrams of up to UDP_DATAGRAM_BYTES, sent to
     the job's listener once `go` is called. `sent` counts lines handed to the kernel."""
 
     def __init__(self, path: Path, port: int, rate_per_s: float) -> None:
-        super().__init__(name="udp-feed", daemon=True)
+        super().__init__("udp-feed")
         self.port = port
         self.paced = PacedLines(path, rate_per_s, time.monotonic)
         self.sent = 0
         self.error: str | None = None
-        self._go = threading.Event()
-        self._deadline = 0.0
-        self._closing = threading.Event()
 
     @property
     def ran_out(self) -> bool:
         return self.paced.ran_out
-
-    def go(self, deadline: float) -> None:
-        self._deadline = deadline
-        self._go.set()
-
-    def close(self) -> None:
-        self._closing.set()
-        self._go.set()
-        self.join(timeout=5)
 
     def run(self) -> None:
         self._go.wait()
@@ -227,14 +215,14 @@ def run_rate(ctx: Context, msgs_per_s: int, seconds: float, corpus: Path, per_li
     parts = split_corpus(corpus, 2, ctx.tmp)
     label = f"stream{msgs_per_s}"
     db, prefix = ctx.scratch.database(label), ctx.scratch.prefix(label)
-    udp_port = _free_udp_port()
+    udp_port = free_port(socket.SOCK_DGRAM)
     tcp = StampingFeed(parts[0], rate_per_s=lines_per_s / 2)
     udp = UdpFeed(parts[1], udp_port, lines_per_s / 2)
     with ExitStack() as stack:
         tcp.start()
         stack.callback(tcp.close)
         udp.start()
-        stack.callback(udp.close)
+        stack.callback(udp.stop_sending)
         specs = [tcp.spec + "&name=tcp-feed", f"udp://127.0.0.1:{udp_port}?name=udp-feed"]
         log(f"streaming at {msgs_per_s:,} msg/s ({lines_per_s:,.0f} lines/s) over TCP and UDP for {seconds:g} s")
         job = LiveJob.start(
@@ -297,12 +285,6 @@ def run_rate(ctx: Context, msgs_per_s: int, seconds: float, corpus: Path, per_li
     for p in parts:
         p.unlink(missing_ok=True)
     return out
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def scenario_streaming(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:

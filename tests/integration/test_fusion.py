@@ -6,8 +6,6 @@ vessel's latest state, in SQL or in Redis."""
 from __future__ import annotations
 
 import threading
-from functools import reduce
-from operator import xor
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ from sqlalchemy import create_engine, func, select
 from breakwater.stores import schema
 from breakwater.stores.redis import RedisQueries
 from breakwater.stores.sql_queries import SqlQueries
+from jobs.bench.corpus import checksum
 from tests.conftest import REDIS_URL, read_lines
 from tests.integration.test_ingest_embedded import independent_tracks
 from tests.integration.test_resilience import Feed, wait_until
@@ -31,7 +30,7 @@ def as_heard_by(line: bytes, station: str, clock_ahead_s: int) -> bytes:
             field = b"c:%d" % (int(field[2:]) + clock_ahead_s)
         fields.append(field)
     body = b",".join([b"s:" + station.encode(), *fields])
-    return b"\\%s*%02X\\%s" % (body, reduce(xor, body, 0), sentence)
+    return b"\\%s*%s\\%s" % (body, checksum(body), sentence)
 
 
 def count(url: str, table: Any, *where: Any) -> int:
