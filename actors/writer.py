@@ -10,6 +10,7 @@ from typing import Any
 from breakwater.config import Settings
 from breakwater.fusion import FusionWindow
 from breakwater.gate import gates_for
+from breakwater.plausibility import Plausibility
 from breakwater.reports import ReportBatch
 from breakwater.stores import open_sinks
 from breakwater.writer import ShardWriter, WriteReport
@@ -36,7 +37,12 @@ class WriterActor:
             job_id="",
             queue_wait_s=settings.queue_wait_s,
             on_queue_silent=self._push_metrics,
-            fusion=FusionWindow(settings.fusion_window_s),
+            fusion=FusionWindow(settings.fusion_window_s, max_drift_s=settings.max_clock_drift_s),
+            plausibility=Plausibility(
+                max_speed_kn=settings.max_speed_kn,
+                failure_ratio=settings.demotion_failure_ratio,
+                window_s=settings.demotion_window_s,
+            ),
         )
         self.metrics = metrics
         self.push_interval_s = settings.metrics_push_interval_s

@@ -27,6 +27,9 @@ MESSAGES_DECODED = "messages_decoded"
 # Reports that were another receiver's copy of a stored report (breakwater.fusion): each is a
 # reception record for the sinks that keep them, a duplicate for the others.
 FUSED_COPIES = "fused_copies"
+# Receivers demoted and restored by the writers (breakwater.plausibility), each writer for itself.
+DEMOTIONS = "receivers.demoted"
+RESTORATIONS = "receivers.restored"
 
 REASON_EMPTY = "empty"
 REASON_MALFORMED = "malformed"  # truncated, garbage, structurally not NMEA
@@ -39,9 +42,6 @@ REASON_ORPHAN_FRAGMENT = "orphan_fragment"  # a fragment whose group never compl
 REASON_BAD_PAYLOAD = "bad_payload"  # payload outside the 6-bit alphabet, or an impossible fill-bit count
 REASON_UNDECODABLE = "undecodable"  # checksum fine, but the AIS payload does not decode
 REASON_INVALID_MMSI = "invalid_mmsi"
-# A receive time more than `max_clock_skew_s` ahead of the ingest clock: a receiver's clock is
-# wrong, and newer-wins would let the report pin the vessel's latest state until that time.
-REASON_CLOCK_AHEAD = "clock_ahead"
 # Lines that were used, with something an operator may want to know about.
 WARN_TAG_BLOCK_CHECKSUM = "warnings.tag_block_checksum"  # used anyway unless strict_tag_blocks
 
@@ -57,7 +57,6 @@ REJECT_REASONS = (
     REASON_BAD_PAYLOAD,
     REASON_UNDECODABLE,
     REASON_INVALID_MMSI,
-    REASON_CLOCK_AHEAD,
 )
 
 # What happened to a report at one sink.
@@ -69,6 +68,11 @@ SINK_OUTCOMES = (OUTCOME_WRITTEN, OUTCOME_DUPLICATE, OUTCOME_DLQ)
 
 def rejected(reason: str) -> str:
     return f"rejected.{reason}"
+
+
+def flagged(reason: str) -> str:
+    """Reports kept in history with a flag (`reports.FLAGS`): counted, never rejected."""
+    return f"flagged.{reason}"
 
 
 def reports(kind: str) -> str:

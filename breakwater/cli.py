@@ -568,12 +568,19 @@ def sources(
     url: Annotated[str, typer.Option(help="the metrics endpoint")] = "http://127.0.0.1:9464",
     token: Annotated[str | None, typer.Option(envvar="BREAKWATER_METRICS_TOKEN", help="bearer token")] = None,
 ) -> None:
-    """Every live feed of the running job: up or down, last line, lines, messages, rejections,
-    fused copies (its duplicate ratio), reconnects, silences and kernel drops."""
-    from breakwater.status import SOURCE_COLUMNS, fetch, source_rows
+    """Every live feed of the running job (up or down, last line, lines, messages, rejections,
+    fused copies and its duplicate ratio, reconnects, silences, kernel drops) and every
+    receiver the writers check (trusted or demoted, checks failed by check, demotions)."""
+    from breakwater.status import RECEIVER_COLUMNS, SOURCE_COLUMNS, fetch, receiver_rows, source_rows
 
     opts = _options(ctx)
-    _print(opts, source_rows(fetch(url, token)), "live sources", SOURCE_COLUMNS)
+    summary = fetch(url, token)
+    feeds, receivers = source_rows(summary), receiver_rows(summary)
+    if opts.as_json:
+        _print(opts, {"feeds": feeds, "receivers": receivers})
+        return
+    _print(opts, feeds, "live sources", SOURCE_COLUMNS)
+    _print(opts, receivers, "receivers", RECEIVER_COLUMNS)
 
 
 @app.command("rebuild-redis")

@@ -21,10 +21,12 @@ import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from breakwater import plausibility
 from breakwater.breaker import BreakerConfig
 from breakwater.dead_letters import DeadLetterConfig
 from breakwater.decode import DEFAULT_MAX_CLOCK_SKEW_S
 from breakwater.errors import ConfigError
+from breakwater.fusion import DEFAULT_MAX_DRIFT_S
 from breakwater.fusion import DEFAULT_WINDOW_S as DEFAULT_FUSION_WINDOW_S
 from breakwater.retry import RetryPolicy
 from breakwater.stores.base import mask_url
@@ -89,7 +91,29 @@ class Settings(BaseSettings):
     max_clock_skew_s: float = Field(
         DEFAULT_MAX_CLOCK_SKEW_S,
         gt=0,
-        description="seconds a receive time may lie ahead of the ingest clock; further is rejected (clock_ahead)",
+        description="seconds a receive time may lie ahead of the ingest clock; further is flagged clock_ahead"
+        " (kept in history, moves no latest state)",
+    )
+    max_speed_kn: float = Field(
+        plausibility.DEFAULT_MAX_SPEED_KN,
+        gt=0,
+        description="a position implying a higher speed from the vessel's previous fix is flagged too_fast",
+    )
+    max_clock_drift_s: float = Field(
+        DEFAULT_MAX_DRIFT_S,
+        gt=0,
+        description="a receiver's time for a transmission three or more receivers heard may be this far from"
+        " their median; further fails its clock check",
+    )
+    demotion_failure_ratio: float = Field(
+        plausibility.DEFAULT_FAILURE_RATIO,
+        gt=0,
+        le=1,
+        description="a receiver with this share of failed checks over demotion_window_s is demoted; below half"
+        " of it, restored",
+    )
+    demotion_window_s: float = Field(
+        plausibility.DEFAULT_WINDOW_S, gt=0, description="the time over which a receiver's checks are counted"
     )
     fusion_window_s: float = Field(
         DEFAULT_FUSION_WINDOW_S,

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from breakwater.accounting import DeadLetterTally
 from breakwater.journal import Transaction, open_journal
 from breakwater.metrics import MetricsBuffer
-from breakwater.reports import KIND_RECEPTION, row_key
+from breakwater.reports import KIND_RECEPTION, current_form, row_key
 from breakwater.retry import RetryPolicy
 
 log = logging.getLogger("breakwater.dead_letters")
@@ -572,7 +572,7 @@ class DeadLetterQueue:
             sink=r[1],
             kind=r[2],
             key=r[3],
-            row=tuple(json.loads(r[4])),
+            row=current_form(r[2], tuple(json.loads(r[4]))),
             source=r[5],
             job_id=r[6],
             status=r[7],

@@ -21,6 +21,7 @@ from breakwater import accounting as acc
 from breakwater.framing import LineBatch
 from breakwater.normalize import ROW_BUILDERS, mmsi_is_valid, other_row
 from breakwater.reports import (
+    FLAG_CLOCK_AHEAD,
     KIND_POSITION,
     KIND_STATIC,
     TIME_FROM_FILE,
@@ -29,6 +30,7 @@ from breakwater.reports import (
     TIME_FROM_TRAILER,
     ReportBatch,
     shard_of,
+    with_flag,
 )
 
 # A receive time before 1990 or after 2100 is a corrupt field, not a time.
@@ -209,8 +211,9 @@ class BatchDecoder:
             if received_ms is None and part.trailer_ms is not None:
                 received_ms, time_source = part.trailer_ms, TIME_FROM_TRAILER
             sentences.append(sentence)
-        if received_ms is not None and received_ms > batch.read_ms + self.max_clock_skew_ms:
-            return acc.REASON_CLOCK_AHEAD
+        # A receiver whose clock is ahead would pin the vessel's latest state until that time:
+        # the report is kept in history, flagged, and moves nothing.
+        ahead = received_ms is not None and received_ms > batch.read_ms + self.max_clock_skew_ms
         try:
             joined = AISSentence.assemble_from_iterable(sentences)
             decoded = joined.decode()
@@ -228,11 +231,16 @@ class BatchDecoder:
         try:
             if builder is None:
                 nmea = b"\n".join(lines).decode("ascii", "replace")
-                return [other_row(decoded, received_ms, digest, nmea, station, time_source)]
-            return builder(decoded, received_ms, digest, station, time_source)
+                rows = [other_row(decoded, received_ms, digest, nmea, station, time_source)]
+            else:
+                rows = builder(decoded, received_ms, digest, station, time_source)
         except (AttributeError, TypeError, ValueError):
             # A payload too short for its type decodes with missing fields.
             return acc.REASON_UNDECODABLE
+        if ahead:
+            counts[acc.flagged(FLAG_CLOCK_AHEAD)] += len(rows)
+            return [(kind, with_flag(row, FLAG_CLOCK_AHEAD)) for kind, row in rows]
+        return rows
 
 
 __all__ = [

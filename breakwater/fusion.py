@@ -30,11 +30,17 @@ receiver's lines were cut into batches; between receivers, the copy that reaches
 first is the report. Re-delivery of a reception passes it on again, and its own key makes it
 a duplicate. Reports without a receive time of their own (placed by
 their file's line, `framing.LineBatch.place`) have no event time to compare and are never
-fused.
+fused, nor are flagged reports (`breakwater.plausibility`): a demoted receiver's copy must not
+become the stored report that a trusted receiver's copy is then only a reception of.
+
+While a transmission is in the window it also measures clocks: once three or more receivers
+heard it, each receiver's receive time is held against their median (`Fused.drift`, judged by
+`breakwater.plausibility`).
 """
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -44,34 +50,40 @@ from typing import Any
 
 from breakwater.reports import (
     DIGEST,
+    FLAG,
     KINDS,
     MMSI,
     RECEIVED_MS,
+    STATION,
     TIME_FROM_FILE,
     TIME_FROM_INGEST,
+    TIME_SOURCE,
     ReportBatch,
 )
 
 DEFAULT_WINDOW_S = 5.0
 DEFAULT_RETAIN_S = 30.0
 DEFAULT_MAX_ENTRIES = 100_000
+DEFAULT_MAX_DRIFT_S = 2.0
 _PLACED = frozenset({TIME_FROM_FILE, TIME_FROM_INGEST})
 
 
 def receiver_of(row: tuple[Any, ...], source: str) -> str:
     """Who heard a report: its tag block station, else the source it came from."""
-    station = row[-2]  # every report row ends with (station, time_source)
+    station = row[STATION]
     return str(station) if station else source
 
 
 @dataclass(slots=True)
 class _Heard:
     """One transmission as the window holds it: the stored report's receive time and
-    receiver, and when (wall clock) the window first saw it."""
+    receiver, when (wall clock) the window first saw it, and once other receivers' copies
+    come, every receiver's own receive time."""
 
     received_ms: int
     receiver: str
     seen_at: float
+    times: dict[str, int] | None = None
 
 
 @dataclass
@@ -81,6 +93,9 @@ class Fused:
 
     batch: ReportBatch
     copies: Counter[str] = field(default_factory=Counter)  # kind -> copies taken out
+    # (receiver, its receive time within max_drift_ms of the median), for transmissions three
+    # or more receivers heard: the clock-drift check of breakwater.plausibility.
+    drift: list[tuple[str, bool]] = field(default_factory=list)
 
 
 class FusionWindow:
@@ -93,11 +108,13 @@ class FusionWindow:
         *,
         retain_s: float = DEFAULT_RETAIN_S,
         max_entries: int = DEFAULT_MAX_ENTRIES,
+        max_drift_s: float = DEFAULT_MAX_DRIFT_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if window_s < 0:
             raise ValueError(f"window_s must be 0 (off) or more, got {window_s}")
         self.window_ms = round(window_s * 1000)
+        self.max_drift_ms = round(max_drift_s * 1000)
         self.retain_s = max(retain_s, window_s)
         self.max_entries = max_entries
         self.clock = clock
@@ -126,7 +143,7 @@ class FusionWindow:
             for kind in KINDS:
                 kept = out.rows(kind)
                 for row in batch.rows(kind):
-                    reception = self._admit(kind, row, batch.source, now)
+                    reception = self._admit(kind, row, batch.source, now, fused.drift)
                     if reception is None:
                         kept.append(row)
                     else:
@@ -134,8 +151,10 @@ class FusionWindow:
                         fused.copies[kind] += 1
         return fused
 
-    def _admit(self, kind: str, row: tuple[Any, ...], source: str, now: float) -> tuple[Any, ...] | None:
-        if row[-1] in _PLACED:
+    def _admit(
+        self, kind: str, row: tuple[Any, ...], source: str, now: float, drift: list[tuple[str, bool]]
+    ) -> tuple[Any, ...] | None:
+        if row[TIME_SOURCE] in _PLACED or row[FLAG] is not None:
             return None
         key = (kind, row[MMSI], row[DIGEST])
         receiver = receiver_of(row, source)
@@ -148,7 +167,23 @@ class FusionWindow:
             return None
         if receiver == heard.receiver:
             return None  # the report itself again, or its receiver's own repeat: not another receiver's
+        self._judge_drift(heard, receiver, row[RECEIVED_MS], drift)
         return (row[MMSI], heard.received_ms, row[DIGEST], kind, receiver, row[RECEIVED_MS])
+
+    def _judge_drift(self, heard: _Heard, receiver: str, heard_ms: int, drift: list[tuple[str, bool]]) -> None:
+        """Once three receivers heard a transmission, each one's time against their median:
+        the first three together, every later one as it comes."""
+        times = heard.times
+        if times is None:
+            times = heard.times = {heard.receiver: heard.received_ms}
+        if receiver in times:
+            return
+        times[receiver] = heard_ms
+        if len(times) < 3:
+            return
+        middle = statistics.median(times.values())
+        judged = times if len(times) == 3 else {receiver: heard_ms}
+        drift.extend((r, abs(t - middle) <= self.max_drift_ms) for r, t in judged.items())
 
     def _forget(self, now: float) -> None:
         """Drop the entries seen more than `retain_s` ago (the oldest are first)."""

@@ -62,6 +62,21 @@ CATALOG: dict[str, MetricDef] = {
             "Reports that were another receiver's copy of a stored report, stored as its receptions.",
             ("source",),
         ),
+        MetricDef(
+            "ais_flagged_reports",
+            "counter",
+            "Reports kept in history flagged implausible (moving no latest state), by reason.",
+            ("reason",),
+        ),
+        MetricDef("ais_receiver_checks", "counter", "Plausibility checks of a receiver's reports.", ("receiver",)),
+        MetricDef(
+            "ais_receiver_failed_checks",
+            "counter",
+            "Plausibility checks a receiver's reports failed, by check.",
+            ("receiver", "check"),
+        ),
+        MetricDef("ais_receiver_demotions", "counter", "Times a writer demoted a receiver.", ("receiver",)),
+        MetricDef("ais_receiver_restorations", "counter", "Times a writer restored a receiver.", ("receiver",)),
         MetricDef("ais_dead_lettered", "counter", "Records moved to the dead-letter store.", ("sink",)),
         MetricDef(
             "ais_lane_diverted",

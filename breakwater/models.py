@@ -46,6 +46,9 @@ class _Report(BaseModel):
     msg_type: int = Field(ge=1, le=27)
     station: str | None = Field(None, description="receiving station (tag block s:)")
     time_source: TimeSource = "ingest"
+    flag: str | None = Field(
+        None, description="why the report may not move a latest state (clock_ahead, too_fast, demoted)"
+    )
     source: str | None = Field(None, description="the input the report came from")
 
     FIELDS: ClassVar[tuple[str, ...]] = ()
@@ -164,6 +167,10 @@ class TrackPoint(BaseModel):
     heading_deg: int | None = None
     nav_status: int | None = None
     msg_type: int
+    flag: str | None = Field(
+        None,
+        description="why this report moves no latest state (clock_ahead, too_fast, demoted); None when plausible",
+    )
     receivers: list[str | None] = Field(
         default_factory=list,
         description="who heard it: the stored report's receiver (station, else source), then every other"

@@ -160,14 +160,15 @@ def _position(
     o: Origin, lat: Any, lon: Any, sog: Any, cog: Any, hdg: Any, status: Any, rot: Any
 ) -> tuple[str, tuple[Any, ...]]:
     """A row in POSITION_FIELDS order; every value already normalized."""
-    row = (o.mmsi, o.received_ms, o.digest, o.msg_type, lat, lon, sog, cog, hdg, status, rot, o.station, o.time_source)
+    values = (lat, lon, sog, cog, hdg, status, rot)
+    row = (o.mmsi, o.received_ms, o.digest, o.msg_type, *values, o.station, o.time_source, None)
     return KIND_POSITION, row
 
 
 def _static(o: Origin, *values: Any) -> tuple[str, tuple[Any, ...]]:
     """A row in STATIC_FIELDS order: imo, callsign, name, ship type, the four dimensions,
     eta, draught and destination, already normalized."""
-    return KIND_STATIC, (o.mmsi, o.received_ms, o.digest, o.msg_type, *values, o.station, o.time_source)
+    return KIND_STATIC, (o.mmsi, o.received_ms, o.digest, o.msg_type, *values, o.station, o.time_source, None)
 
 
 def _dimensions(m: Any) -> tuple[int | None, ...]:
@@ -253,4 +254,4 @@ ROW_BUILDERS: dict[int, RowBuilder] = {
 def other_row(m: Any, ms: int, digest: int, nmea: str, station: Any, ts: str) -> tuple[str, tuple[Any, ...]]:
     """A message of a type Breakwater does not normalize yet (base stations, aids to
     navigation, binary messages ...) is kept whole: its NMEA text, so it can be decoded later."""
-    return (KIND_OTHER, (m.mmsi, ms, digest, m.msg_type, nmea, station, ts))
+    return (KIND_OTHER, (m.mmsi, ms, digest, m.msg_type, nmea, station, ts, None))

@@ -26,6 +26,7 @@ from breakwater import accounting as acc
 from breakwater.errors import SourceError
 from breakwater.framing import LineBatch, Reader
 from breakwater.metrics import MetricDelta, MetricsBuffer
+from breakwater.reports import FLAGS
 from breakwater.sources import FeedStats, Source
 from breakwater.summary import FAILED, NOT_STARTED, READ_TO_END, STOPPED, IngestSummary, SourceEnd, example_text
 
@@ -70,6 +71,7 @@ _DRIVER_METRICS: dict[str, tuple[str, dict[str, str]]] = {
     acc.LINES_READ: ("ais_lines_read", {}),
     acc.MESSAGES_DECODED: ("ais_messages_processed", {}),
     **{acc.rejected(r): ("ais_lines_rejected", {"reason": r}) for r in acc.REJECT_REASONS},
+    **{acc.flagged(f): ("ais_flagged_reports", {"reason": f}) for f in FLAGS},
     **{acc.reports(k): ("ais_reports", {"kind": k}) for k in ("position", "static", "other")},
 }
 

@@ -28,7 +28,7 @@ from breakwater.stores import schema
 from breakwater.stores.engine import cannot_use
 from breakwater.stores.redis import REDIS_SETTING, RedisSink, check_redis
 from breakwater.stores.sql_queries import SqlQueries
-from breakwater.write_model import STATIC_VALUE_FIELDS
+from breakwater.write_model import STATIC_VALUE_FIELDS, plausible
 
 CHUNK_VESSELS = 1000
 REBUILD_SOURCE = "rebuild-redis"  # the batch label; each position keeps its own stored source
@@ -62,17 +62,19 @@ def _ms(value: datetime) -> int:
 def _as_report(row: Any, fields: tuple[str, ...]) -> tuple[Any, ...]:
     """A SQL row as the report tuple the sinks take (`received_at` back to milliseconds)."""
     mapping = row._mapping
-    return tuple(_ms(mapping["received_at"]) if f == "received_ms" else mapping[f] for f in fields)
+    # latest_positions has no flag: what it holds is plausible by construction.
+    return tuple(_ms(mapping["received_at"]) if f == "received_ms" else mapping.get(f) for f in fields)
 
 
 def deciding_statics(newest_first: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """The static reports of one vessel that decide its merged data: the newest one, and for
     each field the newest report that carries it. Replaying only these leaves the hash the
-    whole history would (values, `static_ms` and the per-field stamps), with far fewer updates."""
+    whole history would (values, `static_ms` and the per-field stamps), with far fewer updates.
+    A flagged report decides nothing (write_model rule 4)."""
     kept: list[tuple[Any, ...]] = []
     covered: set[str] = set()
     offset = STATIC_FIELDS.index(STATIC_VALUE_FIELDS[0])
-    for row in newest_first:
+    for row in plausible(newest_first):
         carried = {f for i, f in enumerate(STATIC_VALUE_FIELDS, start=offset) if row[i] is not None}
         if not kept or carried - covered:
             kept.append(row)
@@ -120,7 +122,7 @@ class RedisRebuild:
                 by_source.setdefault(row.source or "", []).append(_as_report(row, POSITION_FIELDS))
             history = (
                 select(sr)
-                .where(sr.c.mmsi.between(first, last))
+                .where(sr.c.mmsi.between(first, last), sr.c.flag.is_(None))
                 .order_by(sr.c.mmsi, sr.c.received_at.desc(), sr.c.digest.desc())
             )
             vessel: list[tuple[Any, ...]] = []

@@ -35,6 +35,7 @@ POSITION_FIELDS = (
     "rot_deg_min",
     "station",
     "time_source",
+    "flag",
 )
 STATIC_FIELDS = (
     "mmsi",
@@ -54,6 +55,7 @@ STATIC_FIELDS = (
     "destination",
     "station",
     "time_source",
+    "flag",
 )
 OTHER_FIELDS = (
     "mmsi",
@@ -63,14 +65,23 @@ OTHER_FIELDS = (
     "nmea",
     "station",
     "time_source",
+    "flag",
 )
 
 # A receiver's copy of a report stored already (breakwater.fusion): the stored report's
 # identity and kind, the receiver that heard the copy, and the copy's own receive time.
 RECEPTION_FIELDS = ("mmsi", "received_ms", "digest", "kind", "receiver", "heard_ms")
 
-# Column positions shared by every kind of row.
+# Why a report is kept in history but may not move a latest state or a static merge
+# (breakwater.plausibility): the `flag` column, None for a plausible report.
+FLAG_CLOCK_AHEAD = "clock_ahead"  # receive time beyond max_clock_skew_s ahead of the ingest clock
+FLAG_TOO_FAST = "too_fast"  # the implied speed from the vessel's previous fix is above max_speed_kn
+FLAG_DEMOTED = "demoted"  # from a demoted receiver while a trusted one covers the vessel
+FLAGS = (FLAG_CLOCK_AHEAD, FLAG_TOO_FAST, FLAG_DEMOTED)
+
+# Column positions shared by every kind of row: the identity first, provenance and flag last.
 MMSI, RECEIVED_MS, DIGEST, MSG_TYPE = 0, 1, 2, 3
+STATION, TIME_SOURCE, FLAG = -3, -2, -1
 # Position columns used by the stores.
 P_LAT, P_LON = 4, 5
 
@@ -87,6 +98,21 @@ KIND_OTHER = "other"
 KINDS = (KIND_POSITION, KIND_STATIC, KIND_OTHER)  # the kinds of report
 KIND_RECEPTION = "reception"
 RECORD_KINDS = (*KINDS, KIND_RECEPTION)  # what a batch carries to the stores
+
+
+def with_flag(row: tuple[Any, ...], flag: str) -> tuple[Any, ...]:
+    """The row flagged: kept in history, never moving a latest state or a static merge."""
+    return (*row[:FLAG], flag)
+
+
+_WIDTH = {KIND_POSITION: len(POSITION_FIELDS), KIND_STATIC: len(STATIC_FIELDS), KIND_OTHER: len(OTHER_FIELDS)}
+
+
+def current_form(kind: str, row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A row as this release writes it. A report journaled before rows had a flag (the
+    dead-letter journal outlives releases) is one column short: it was plausible."""
+    width = _WIDTH.get(kind)
+    return (*row, None) if width is not None and len(row) == width - 1 else row
 
 
 def shard_of(mmsi: int, n: int) -> int:

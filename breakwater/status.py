@@ -138,3 +138,44 @@ def source_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+RECEIVER_COLUMNS = ("receiver", "state", "checks", "failed", "failed_ratio", "failures", "demotions", "restorations")
+
+
+def receiver_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per receiver (tag block station, else source) the writers have checked: its
+    state (`demoted` while any writer has it demoted, with how many: each writer judges the
+    share of reports it sees; else `trusted`), its checks and failed checks since the job
+    started, by check, and how often it was demoted and restored (breakwater.plausibility)."""
+    rows: dict[str, dict[str, Any]] = {}
+
+    def entries(metric: str) -> list[dict[str, Any]]:
+        return [e for e in summary.get(metric, []) if isinstance(e, dict) and "receiver" in e]
+
+    for e in entries("ais_receiver_checks"):
+        rows.setdefault(e["receiver"], {})["checks"] = int(e["value"])
+    for e in entries("ais_receiver_failed_checks"):
+        row = rows.setdefault(e["receiver"], {})
+        row.setdefault("failures", {})[e.get("check", "?")] = int(e["value"])
+    for metric, column in (("ais_receiver_demotions", "demotions"), ("ais_receiver_restorations", "restorations")):
+        for e in entries(metric):
+            rows.setdefault(e["receiver"], {})[column] = int(e["value"])
+    out = []
+    for name, row in sorted(rows.items()):
+        checks, failures = row.get("checks", 0), row.get("failures", {})
+        failed = sum(failures.values())
+        demoted_in = row.get("demotions", 0) - row.get("restorations", 0)
+        out.append(
+            {
+                "receiver": name,
+                "state": f"demoted ({demoted_in} writer{'s' if demoted_in > 1 else ''})" if demoted_in else "trusted",
+                "checks": checks,
+                "failed": failed,
+                "failed_ratio": round(failed / checks, 4) if checks else None,
+                "failures": dict(sorted(failures.items())),
+                "demotions": row.get("demotions", 0),
+                "restorations": row.get("restorations", 0),
+            }
+        )
+    return out

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from breakwater import accounting as acc
+from breakwater.reports import FLAGS
 
 # How the reading of a source ended.
 READ_TO_END = "end"
@@ -124,6 +125,8 @@ class IngestSummary:
             "messages_decoded": c.get(acc.MESSAGES_DECODED, 0),
             "reports": {k.split(".", 1)[1]: v for k, v in sorted(c.items()) if k.startswith("reports.")},
             "fused_copies": c.get(acc.FUSED_COPIES, 0),
+            "flagged": {f: c.get(acc.flagged(f), 0) for f in FLAGS if c.get(acc.flagged(f))},
+            "receivers": {"demoted": c.get(acc.DEMOTIONS, 0), "restored": c.get(acc.RESTORATIONS, 0)},
             "sinks": sinks,
             "rejected_examples": self.rejected_examples,
         }
@@ -173,6 +176,16 @@ class IngestSummary:
             out.append(
                 f"  fused copies      {d['fused_copies']:>10,}   other receivers' copies of stored reports, "
                 "kept as their receptions"
+            )
+        if d["flagged"]:
+            out.append(
+                f"  flagged           {sum(d['flagged'].values()):>10,}   kept in history, moving no latest state: "
+                + ", ".join(f"{k} {v:,}" for k, v in d["flagged"].items())
+            )
+        if any(d["receivers"].values()):
+            out.append(
+                f"  receivers         demoted {d['receivers']['demoted']:,}, restored {d['receivers']['restored']:,}"
+                " (by the writers; breakwater sources shows each)"
             )
         for name, s in d["sinks"].items():
             out.append(

@@ -18,7 +18,14 @@ down once:
    the value of the newest static report *that carries that field*, each field judged by
    that report's own time, never by a batch's or the vessel's. A report that leaves a field
    empty leaves it as it was. `static_received_ms` is the newest static report's time.
-4. **Polar positions.** A position with |latitude| > `GEO_MAX_LAT` is valid and is the latest
+4. **Flags.** A report that failed a plausibility check (`reports.FLAGS`: a receiver clock
+   ahead, an impossible speed, a demoted receiver) is kept in the history with its flag and
+   is otherwise as if it never came: it moves no latest position and no static field. The
+   same report (same identity) may arrive flagged once and plausible another time (a file
+   ingested again when its receiver is trusted again): then it is plausible, whatever the
+   order, and the history's copy loses its flag. So a report is flagged in the end only if
+   every delivery of it was.
+5. **Polar positions.** A position with |latitude| > `GEO_MAX_LAT` is valid and is the latest
    state in SQL and in the Redis vessel hash; only Redis's GEO index cannot hold it, so the
    vessel is left out of the index (and counted there) while that is its latest position.
 """
@@ -30,6 +37,7 @@ from typing import Any
 
 from breakwater.reports import (
     DIGEST,
+    FLAG,
     MMSI,
     P_LAT,
     P_LON,
@@ -42,9 +50,17 @@ from breakwater.reports import (
 
 # Redis GEO accepts latitudes up to this (the Web Mercator limit); beyond it GEOADD fails.
 GEO_MAX_LAT = 85.05112878
+# What a latest state holds of its report: every position field but the flag (rule 4: a
+# latest state is plausible by construction).
+LATEST_FIELDS = POSITION_FIELDS[:-1]
 # The static fields merged per field: imo .. destination.
 STATIC_VALUE_FIELDS = STATIC_FIELDS[4:15]
 _STATIC_OFFSET = STATIC_FIELDS.index("imo")
+
+
+def is_plausible(row: tuple[Any, ...]) -> bool:
+    """Not flagged (rule 4): the report may move a latest state or a static field."""
+    return row[FLAG] is None
 
 
 def has_position(row: tuple[Any, ...]) -> bool:
@@ -65,8 +81,13 @@ def geo_covers(south: float, north: float) -> bool:
 
 
 def positioned(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """The position rows that may become latest state (rule 2)."""
-    return [row for row in rows if has_position(row)]
+    """The position rows that may become latest state (rules 2 and 4)."""
+    return [row for row in rows if row[FLAG] is None and has_position(row)]
+
+
+def plausible(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The rows that may move a static merge (rule 4)."""
+    return [row for row in rows if row[FLAG] is None]
 
 
 def order_key(row: tuple[Any, ...]) -> tuple[int, int]:
@@ -95,8 +116,8 @@ class WriteModel:
         self.statics: dict[int, VesselStatics] = {}
 
     def apply_position(self, row: tuple[Any, ...], source: str) -> bool:
-        """Rule 2; True when the latest state changed."""
-        if not has_position(row):
+        """Rules 2 and 4; True when the latest state changed."""
+        if not has_position(row) or not is_plausible(row):
             return False
         current = self.latest.get(row[MMSI])
         if current is not None and not is_newer(row, current[0]):
@@ -105,7 +126,9 @@ class WriteModel:
         return True
 
     def apply_static(self, row: tuple[Any, ...]) -> bool:
-        """Rule 3; True when any field or the static time changed."""
+        """Rules 3 and 4; True when any field or the static time changed."""
+        if not is_plausible(row):
+            return False
         vessel = self.statics.setdefault(row[MMSI], VesselStatics())
         order = order_key(row)
         changed = False
@@ -132,7 +155,7 @@ class WriteModel:
     def latest_rows(self) -> dict[int, dict[str, Any]]:
         """mmsi -> every position field of the latest report, plus its source."""
         return {
-            mmsi: {**dict(zip(POSITION_FIELDS, row, strict=True)), "source": source}
+            mmsi: {**dict(zip(LATEST_FIELDS, row[:-1], strict=True)), "source": source}
             for mmsi, (row, source) in self.latest.items()
         }
 

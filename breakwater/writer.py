@@ -45,6 +45,7 @@ from breakwater.errors import PoisonRecord, QueueUnavailable, StoreError, StoreU
 from breakwater.fusion import FusionWindow
 from breakwater.gate import SinkGate, Verdict
 from breakwater.metrics import E2E_LATENCY, MetricDelta, MetricsBuffer
+from breakwater.plausibility import Checked, Plausibility
 from breakwater.reports import KIND_RECEPTION, RECORD_KINDS, ReportBatch
 from breakwater.stores.base import SINK_DB, SINK_REDIS, Sink, WriteResult
 
@@ -149,9 +150,11 @@ class ShardWriter:
         sleep: Callable[[float], None] = time.sleep,
         on_queue_silent: Callable[[], None] | None = None,
         fusion: FusionWindow | None = None,
+        plausibility: Plausibility | None = None,
     ) -> None:
         self.sinks = sinks
         self.fusion = fusion if fusion is not None else FusionWindow(0)
+        self.plausibility = plausibility  # None: no checks (what the decoder flagged stays flagged)
         self.gates = gates
         self.dead_letters = dead_letters
         self.job_id = job_id
@@ -190,9 +193,15 @@ class ShardWriter:
         return self.metrics.drain()
 
     def write(self, batch: ReportBatch, batch_id: str) -> WriteReport:
+        report = WriteReport()
+        if self.plausibility is not None:
+            checked = self.plausibility.check(batch)
+            self._count_checks(checked, report, self.plausibility.failure_ratio)
+            batch = checked.batch
         fused = self.fusion.admit(batch)
         batch = fused.batch
-        report = WriteReport()
+        if fused.drift and self.plausibility is not None:
+            self._count_checks(self.plausibility.record_drift(fused.drift), report, self.plausibility.failure_ratio)
         if fused.copies:
             self._count_copies(fused.copies, batch.source, report)
         parts = [(sink, restrict(batch, sink.kinds)) for sink in self.sinks]
@@ -208,6 +217,20 @@ class ShardWriter:
             self.metrics.observe(E2E_LATENCY, latency, len(batch))
             self.metrics.set("ais_last_ingest_timestamp_seconds", self.clock())
         return report
+
+    def _count_checks(self, checked: Checked, report: WriteReport, failure_ratio: float) -> None:
+        """The plausibility checks' flags, every receiver's checks, and demotions (logged)."""
+        for reason, n in checked.flags.items():
+            report.counts[acc.flagged(reason)] += n
+        for receiver, n in checked.checks.items():
+            self.metrics.inc("ais_receiver_checks", n, receiver=receiver)
+        for (receiver, check), n in checked.failures.items():
+            self.metrics.inc("ais_receiver_failed_checks", n, receiver=receiver, check=check)
+        for change in checked.changes:
+            log.warning("%s", change.describe(failure_ratio))
+            report.counts[acc.DEMOTIONS if change.demoted else acc.RESTORATIONS] += 1
+            name = "ais_receiver_demotions" if change.demoted else "ais_receiver_restorations"
+            self.metrics.inc(name, 1, receiver=change.receiver)
 
     def _count_copies(self, copies: Counter[str], source: str, report: WriteReport) -> None:
         """Other receivers' copies of stored reports: a sink that keeps receptions receives

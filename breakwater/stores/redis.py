@@ -44,12 +44,12 @@ from breakwater.reports import (
 )
 from breakwater.stores.base import SINK_REDIS, WriteResult, mask_url, redact
 from breakwater.stores.faults import classify_redis_error
-from breakwater.write_model import GEO_MAX_LAT, STATIC_VALUE_FIELDS, geo_covers, positioned
+from breakwater.write_model import GEO_MAX_LAT, STATIC_VALUE_FIELDS, geo_covers, plausible, positioned
 
 REDIS_SETTING = "BREAKWATER_REDIS_URL (--redis-url)"
 _SCRIPT = files("breakwater.stores").joinpath("latest_state.lua").read_text()
 # Position and static values stored in the hash (the identity columns are stored by the script).
-_POSITION_VALUES = [f for f in POSITION_FIELDS if f not in ("mmsi", "received_ms", "digest")]
+_POSITION_VALUES = [f for f in POSITION_FIELDS if f not in ("mmsi", "received_ms", "digest", "flag")]
 _STATIC_VALUES = list(STATIC_VALUE_FIELDS)
 
 
@@ -144,11 +144,13 @@ class RedisSink:
         self.client.close()
 
     def prepare(self, batch: ReportBatch) -> tuple[ReportBatch, int]:
-        """Only each vessel's newest position with a valid position can change its latest
-        state. Static reports all stay: each may carry fields the others leave empty."""
+        """Only each vessel's newest plausible position with a valid position can change its
+        latest state. Plausible static reports all stay: each may carry fields the others leave
+        empty. Flagged reports change nothing here (write_model rule 4)."""
         positions = newest_per_vessel(positioned(batch.positions))
-        prepared = ReportBatch(batch.source, batch.read_ms, positions, batch.statics, [])
-        return prepared, len(batch.positions) - len(positions)
+        statics = plausible(batch.statics)
+        prepared = ReportBatch(batch.source, batch.read_ms, positions, statics, [])
+        return prepared, len(batch.positions) - len(positions) + len(batch.statics) - len(statics)
 
     def write(self, batch: ReportBatch) -> WriteResult:
         prepared, superseded = self.prepare(batch)
@@ -160,7 +162,7 @@ class RedisSink:
             flat += ["source", batch.source]
             update = ["p", row[0], str(row[1]), str(row[2]), _text(values["lon"]), _text(values["lat"]), flat]
             updates.setdefault(self.keys.bucket(row[0]), []).append((self.keys.vessel(row[0]), update))
-        for row in sorted(batch.statics, key=lambda r: (r[1], r[2])):
+        for row in sorted(prepared.statics, key=lambda r: (r[1], r[2])):
             values = dict(zip(STATIC_FIELDS, row, strict=True))
             flat = [x for f in _STATIC_VALUES if values[f] is not None for x in (f, str(values[f]))]
             update = ["s", row[0], str(row[1]), str(row[2]), "", "", flat]

@@ -48,7 +48,7 @@ from breakwater.errors import BreakwaterError
 
 log = logging.getLogger("breakwater.schema")
 
-LATEST_VERSION = 4
+LATEST_VERSION = 5
 
 
 class UtcTimestamp(TypeDecorator[datetime]):
@@ -95,6 +95,12 @@ def _provenance() -> list[Column[Any]]:
     return [Column("station", Text), Column("time_source", Text), Column("source", Text)]
 
 
+def _flag(version: int) -> list[Column[Any]]:
+    """Why a history row may not move a latest state or a static merge (`reports.FLAGS`);
+    NULL for a plausible report. Since version 5."""
+    return [Column("flag", Text)] if version >= 5 else []
+
+
 def _position_values() -> list[Column[Any]]:
     return [
         Column("lat", Float),
@@ -127,12 +133,22 @@ def define_tables(metadata: MetaData, version: int) -> dict[str, Table]:
     """The tables as they are at `version`: the current ones, or an old one for upgrades."""
     no_rowid: dict[str, Any] = {"sqlite_with_rowid": False}
     tables = [
-        Table("positions", metadata, *[*_report_columns(), *_position_values(), *_provenance()], **no_rowid),
-        Table("static_reports", metadata, *[*_report_columns(), *_static_values(), *_provenance()], **no_rowid),
+        Table(
+            "positions",
+            metadata,
+            *[*_report_columns(), *_position_values(), *_provenance(), *_flag(version)],
+            **no_rowid,
+        ),
+        Table(
+            "static_reports",
+            metadata,
+            *[*_report_columns(), *_static_values(), *_provenance(), *_flag(version)],
+            **no_rowid,
+        ),
         Table(
             "other_messages",
             metadata,
-            *[*_report_columns(), Column("nmea", Text, nullable=False), *_provenance()],
+            *[*_report_columns(), Column("nmea", Text, nullable=False), *_provenance(), *_flag(version)],
             **no_rowid,
         ),
         Table(
@@ -225,7 +241,18 @@ def _to_v4(conn: Connection) -> None:
     receptions.create(conn)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_to_v1, _to_v2, _to_v3, _to_v4]
+FLAGGED_TABLES = ("positions", "static_reports", "other_messages")
+
+
+def _to_v5(conn: Connection) -> None:
+    """A `flag` on every history row: reports that failed a plausibility check are kept,
+    flagged, instead of being rejected. A nullable column with no default: adding it rewrites
+    nothing on either database, and releases that know only version 4 never name it."""
+    for table in FLAGGED_TABLES:
+        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN flag TEXT"))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_to_v1, _to_v2, _to_v3, _to_v4, _to_v5]
 
 
 def current_version(conn: Connection) -> int:
@@ -277,6 +304,31 @@ def migrate(engine: Engine, target: int = LATEST_VERSION) -> tuple[int, int]:
 # -- downgrades --------------------------------------------------------------------------------
 
 SQLITE_DROP_COLUMN = (3, 35, 0)
+
+
+def _from_v5(conn: Connection, force: bool) -> list[str]:
+    """Drops the history's `flag` column. Version 4 takes every history row as plausible: a
+    flagged static report could then win a vessel's merge, so flagged rows need `force`."""
+    held = {
+        table: conn.execute(text(f"SELECT count(*) FROM {table} WHERE flag IS NOT NULL")).scalar_one()
+        for table in FLAGGED_TABLES
+    }
+    flagged = sum(held.values())
+    if flagged and not force:
+        counts = ", ".join(f"{table} {n}" for table, n in held.items() if n)
+        raise SchemaError(
+            f"{flagged} history row(s) are flagged implausible ({counts}) and version 4 has no flag, so a "
+            "release of version 4 would take them as plausible: pass --force to keep them unflagged"
+        )
+    if conn.dialect.name == "sqlite" and sqlite3.sqlite_version_info < SQLITE_DROP_COLUMN:
+        raise SchemaError(
+            f"SQLite {sqlite3.sqlite_version} cannot drop a column (3.35 or later can): "
+            "run the downgrade where Python has a newer SQLite; nothing was changed"
+        )
+    for table in FLAGGED_TABLES:
+        conn.execute(text(f"ALTER TABLE {table} DROP COLUMN flag"))
+    note = "dropped the flag column of positions, static_reports and other_messages"
+    return [f"{note} ({flagged} flagged row(s) kept unflagged, --force)" if flagged else note]
 
 
 def _from_v4(conn: Connection, force: bool) -> list[str]:
@@ -334,7 +386,7 @@ def _from_v2(conn: Connection, force: bool) -> list[str]:
 
 # DOWNGRADES[v] takes a store from version v to v - 1 and says what the operator should know.
 # Version 1 is the first schema: there is nothing to go back to from it.
-DOWNGRADES: dict[int, Callable[[Connection, bool], list[str]]] = {4: _from_v4, 3: _from_v3, 2: _from_v2}
+DOWNGRADES: dict[int, Callable[[Connection, bool], list[str]]] = {5: _from_v5, 4: _from_v4, 3: _from_v3, 2: _from_v2}
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from breakwater.stores import schema
 from breakwater.stores.base import SINK_DB, WriteResult
 from breakwater.stores.engine import make_engine
 from breakwater.stores.faults import classify_sql_error
-from breakwater.write_model import STATIC_VALUE_FIELDS, positioned
+from breakwater.write_model import STATIC_VALUE_FIELDS, plausible, positioned
 
 _HISTORY = {
     KIND_POSITION: (schema.positions, POSITION_FIELDS),
@@ -91,7 +91,14 @@ class SqlSink:
     def _sqlite_insert_sql(self, table: Table, fields: Sequence[str]) -> str:
         columns = [_db_column(f) for f in fields] + ["source"]
         marks = ",".join("?" * len(columns))
-        return f"INSERT INTO {table.name} ({','.join(columns)}) VALUES ({marks}) ON CONFLICT DO NOTHING"
+        insert = f"INSERT INTO {table.name} ({','.join(columns)}) VALUES ({marks})"
+        if "flag" not in fields:
+            return f"{insert} ON CONFLICT DO NOTHING"
+        # A report stored flagged and now delivered plausible loses its flag (write_model rule 4).
+        return (
+            f"{insert} ON CONFLICT (mmsi, received_at, digest) DO UPDATE SET flag = NULL "
+            f"WHERE {table.name}.flag IS NOT NULL AND excluded.flag IS NULL"
+        )
 
     def _write_sqlite(self, conn: Connection, batch: ReportBatch) -> WriteResult:
         written = total = 0
@@ -105,7 +112,7 @@ class SqlSink:
             total += len(rows)
         if latest := newest_per_vessel(positioned(batch.positions)):
             self._upsert_latest(conn, latest, batch.source)
-        self._upsert_vessels(conn, batch.statics)
+        self._upsert_vessels(conn, plausible(batch.statics))
         return WriteResult(written, total - written)
 
     def _upsert_latest(self, conn: Connection, rows: list[tuple[Any, ...]], source: str) -> None:
@@ -149,7 +156,14 @@ class SqlSink:
                 cur.execute(
                     f"INSERT INTO {table.name} ({columns}) SELECT {select_list} FROM {staging} ON CONFLICT DO NOTHING"
                 )
-                written += max(cur.rowcount, 0)
+                inserted = max(cur.rowcount, 0)
+                if inserted < len(rows) and "flag" in fields:
+                    # Some were stored already: those stored flagged and plausible now lose
+                    # their flag (write_model rule 4). Only then, so a batch of new reports
+                    # pays nothing for it.
+                    cur.execute(_pg_clear_flags(table.name))
+                    inserted += max(cur.rowcount, 0)
+                written += inserted
                 total += len(rows)
             if batch.positions:
                 cur.execute(_PG_LATEST_FROM_STAGING)
@@ -195,7 +209,7 @@ def _vessels_from_history(batch_vessels: str) -> str:
     the latest this batch's own. A field not carried stays as the vessel has it."""
     newest = ",\n    ".join(
         f"CASE WHEN b.c_{f} > 0 THEN (SELECT s.{f} FROM static_reports s WHERE s.mmsi = b.mmsi "
-        f"AND s.{f} IS NOT NULL ORDER BY s.received_at DESC, s.digest DESC LIMIT 1) END"
+        f"AND s.{f} IS NOT NULL AND s.flag IS NULL ORDER BY s.received_at DESC, s.digest DESC LIMIT 1) END"
         for f in _STATIC_VALUES
     )
     merge = ",\n    ".join(f"{f} = COALESCE(excluded.{f}, vessels.{f})" for f in _STATIC_VALUES)
@@ -203,7 +217,8 @@ def _vessels_from_history(batch_vessels: str) -> str:
 INSERT INTO vessels (mmsi, {", ".join(_STATIC_VALUES)}, static_received_at)
 SELECT b.mmsi,
     {newest},
-    (SELECT s.received_at FROM static_reports s WHERE s.mmsi = b.mmsi ORDER BY s.received_at DESC LIMIT 1)
+    (SELECT s.received_at FROM static_reports s WHERE s.mmsi = b.mmsi AND s.flag IS NULL
+     ORDER BY s.received_at DESC LIMIT 1)
 FROM ({batch_vessels}) AS b WHERE true
 ON CONFLICT (mmsi) DO UPDATE SET
     {merge},
@@ -219,12 +234,12 @@ _SQLITE_VESSELS_FROM_HISTORY = _vessels_from_history(
 _PG_VESSELS_FROM_STAGING = _vessels_from_history(
     "SELECT mmsi, "
     + ", ".join(f"count({f}) AS c_{f}" for f in _STATIC_VALUES)
-    + " FROM staging_static_reports GROUP BY mmsi"
+    + " FROM staging_static_reports WHERE flag IS NULL GROUP BY mmsi"
 )
 # Transaction-scoped, in MMSI order so two writers never wait on each other in a cycle.
 _PG_LOCK_VESSELS = """
 SELECT pg_advisory_xact_lock(74658, mmsi::int)
-FROM (SELECT DISTINCT mmsi FROM staging_static_reports ORDER BY mmsi) AS batch_vessels
+FROM (SELECT DISTINCT mmsi FROM staging_static_reports WHERE flag IS NULL ORDER BY mmsi) AS batch_vessels
 """
 
 
@@ -234,7 +249,7 @@ INSERT INTO latest_positions (mmsi, received_at, digest, msg_type, lat, lon, sog
 SELECT DISTINCT ON (mmsi) mmsi, to_timestamp(received_ms / 1000.0), digest, msg_type, lat, lon,
     sog_kn, cog_deg, heading_deg, nav_status, rot_deg_min, station, time_source, source
 FROM staging_positions
-WHERE lat BETWEEN -90 AND 90 AND lon BETWEEN -180 AND 180  -- write_model.has_position
+WHERE lat BETWEEN -90 AND 90 AND lon BETWEEN -180 AND 180 AND flag IS NULL  -- write_model.positioned
 ORDER BY mmsi, received_ms DESC, digest DESC
 ON CONFLICT (mmsi) DO UPDATE SET
     received_at = excluded.received_at, digest = excluded.digest, msg_type = excluded.msg_type,
@@ -243,6 +258,16 @@ ON CONFLICT (mmsi) DO UPDATE SET
     rot_deg_min = excluded.rot_deg_min, station = excluded.station,
     time_source = excluded.time_source, source = excluded.source
 WHERE (excluded.received_at, excluded.digest) > (latest_positions.received_at, latest_positions.digest)
+"""
+
+
+def _pg_clear_flags(table: str) -> str:
+    """The history rows of `table` stored flagged whose report the staged batch brings
+    plausible: their flag goes (write_model rule 4)."""
+    return f"""
+UPDATE {table} h SET flag = NULL FROM staging_{table} s
+WHERE s.flag IS NULL AND h.flag IS NOT NULL
+    AND h.mmsi = s.mmsi AND h.received_at = to_timestamp(s.received_ms / 1000.0) AND h.digest = s.digest
 """
 
 

@@ -103,6 +103,7 @@ class SqlQueries:
             p.c.heading_deg,
             p.c.nav_status,
             p.c.msg_type,
+            p.c.flag,
             func.coalesce(p.c.station, p.c.source).label("receiver"),
         ).where(p.c.mmsi == mmsi, _not_deleted(p.c.mmsi))
         heard = select(r.c.received_at, r.c.digest, r.c.receiver).where(r.c.mmsi == mmsi, r.c.kind == KIND_POSITION)
@@ -148,7 +149,7 @@ class SqlQueries:
         s = schema.static_reports
         query = (
             select(s.c.received_at, s.c.source, s.c.station, *(s.c[f] for f in wanted))
-            .where(s.c.mmsi == mmsi)
+            .where(s.c.mmsi == mmsi, s.c.flag.is_(None))
             .order_by(s.c.received_at.desc(), s.c.digest.desc())
         )
         origins: dict[str, FieldOrigin] = {}

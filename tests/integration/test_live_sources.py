@@ -140,7 +140,14 @@ def test_named_tcp_and_udp_feeds_that_drop_and_stall_lose_nothing_and_stop_on_si
                 env=clean_env(home), capture_output=True, text=True, timeout=60,
             )  # fmt: skip
             assert shown.returncode == 0, shown.stderr
-            listed = {row["source"]: row for row in json.loads(shown.stdout)}
+            shown_json = json.loads(shown.stdout)
+            listed = {row["source"]: row for row in shown_json["feeds"]}
+            # The three feeds are three receivers (the capture names no station); each heard
+            # every transmission at the same time, so every clock check passed.
+            receivers = {row["receiver"]: row for row in shown_json["receivers"]}
+            assert sorted(receivers) == ["east", "north", "stalled"]
+            assert {(r["state"], r["failed"]) for r in receivers.values()} == {("trusted", 0)}
+            assert all(r["checks"] >= 876 for r in receivers.values())
             assert sorted(listed) == ["east", "north", "stalled"]
             # Every line and message of each feed; up or down as the feed is at that moment (the
             # feeds that went silent are dropped and dialled again every feed_silence_s).

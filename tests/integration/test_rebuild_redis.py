@@ -89,7 +89,7 @@ POLAR_MMSI = 257999991
 
 
 def _static_report(mmsi: int, ms: int, digest: int, **values: Any) -> tuple[Any, ...]:
-    return (mmsi, ms, digest, 24, *(values.get(f) for f in STATIC_VALUE_FIELDS), None, "tag_block")
+    return (mmsi, ms, digest, 24, *(values.get(f) for f in STATIC_VALUE_FIELDS), None, "tag_block", None)
 
 
 def stores_from_capture(postgres_url: str, prefix: str, capture: Path) -> None:

@@ -106,8 +106,9 @@ def test_newer_wins_in_redis_when_two_writers_race(redis_prefix: str) -> None:
     """Two writers send the same vessel's history in opposite orders, many times over: the
     script must leave the newest position whichever write lands last."""
     mmsi = 257000123
+    start = 1_600_000_000_000
     rows = [
-        (mmsi, 1_600_000_000_000 + i * 1000, i, 1, 59.0 + i / 1000, 10.0, 5.0, 90.0, 90, 0, 0.0, None, "tag_block")
+        (mmsi, start + i * 1000, i, 1, 59.0 + i / 1000, 10.0, 5.0, 90.0, 90, 0, 0.0, None, "tag_block", None)
         for i in range(200)
     ]
     writers = [RedisSink(REDIS_URL, prefix=redis_prefix) for _ in range(2)]
@@ -451,11 +452,11 @@ def sql_sink(request: pytest.FixtureRequest, sqlite_url: str) -> Iterator[SqlSin
 def _static(ms: int, msg_type: int = 5, **values: Any) -> tuple[Any, ...]:
     from breakwater.write_model import STATIC_VALUE_FIELDS
 
-    return (257000001, ms, ms // 1000, msg_type, *(values.get(f) for f in STATIC_VALUE_FIELDS), None, "tag_block")
+    return (257000001, ms, ms // 1000, msg_type, *(values.get(f) for f in STATIC_VALUE_FIELDS), None, "tag_block", None)
 
 
 def _position(mmsi: int, ms: int, lat: float | None, lon: float | None) -> tuple[Any, ...]:
-    return (mmsi, ms, ms // 1000, 1, lat, lon, 5.0, 90.0, 90, 0, 0.0, None, "tag_block")
+    return (mmsi, ms, ms // 1000, 1, lat, lon, 5.0, 90.0, 90, 0, 0.0, None, "tag_block", None)
 
 
 def test_an_older_static_report_never_sets_a_field_back(sql_sink: SqlSink, redis_prefix: str) -> None:

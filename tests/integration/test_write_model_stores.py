@@ -23,14 +23,14 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, select
 
 from breakwater.errors import StoreError
-from breakwater.reports import POSITION_FIELDS, ReportBatch
+from breakwater.reports import ReportBatch
 from breakwater.stores import schema
 from breakwater.stores.engine import check_database
 from breakwater.stores.redis import RedisKeys, RedisSink
 from breakwater.stores.sql import SqlSink
-from breakwater.write_model import STATIC_VALUE_FIELDS, WriteModel
+from breakwater.write_model import LATEST_FIELDS, STATIC_VALUE_FIELDS, WriteModel
 from tests.conftest import REDIS_URL
-from tests.unit.test_write_model import BASE_MS, MMSIS, batch_of, reports
+from tests.unit.test_write_model import BASE_MS, MMSIS, batch_of, flags, reports
 
 BUCKETS = 2  # few buckets: a failing bucket shares its script call with real updates
 SOURCE = "generated"
@@ -39,14 +39,15 @@ PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[Heal
 
 @st.composite
 def deliveries(draw: st.DrawFn) -> tuple[list[tuple[str, Any]], list[tuple[list[tuple[str, Any]], int | None]]]:
-    """(the reports, the batches as delivered: each with the index at which a failing first
-    attempt carries its poison, or None when the first attempt succeeds)."""
+    """(every delivery of a report, the batches as delivered: each with the index at which a
+    failing first attempt carries its poison, or None when the first attempt succeeds). A
+    report delivered again may be judged differently (flagged once, plausible once)."""
     items = draw(st.lists(reports, min_size=1, max_size=24))
-    again = draw(st.lists(st.sampled_from(items), max_size=6))
+    again = [(kind, (*row[:-1], draw(flags))) for kind, row in draw(st.lists(st.sampled_from(items), max_size=6))]
     shuffled = draw(st.permutations(items + again))
     cuts = sorted(draw(st.lists(st.integers(0, len(shuffled)), max_size=4)))
     pieces = [p for a, b in zip([0, *cuts], [*cuts, len(shuffled)], strict=True) if (p := shuffled[a:b])]
-    return items, [(p, draw(st.one_of(st.none(), st.integers(0, len(p))))) for p in pieces]
+    return items + again, [(p, draw(st.one_of(st.none(), st.integers(0, len(p))))) for p in pieces]
 
 
 def run_schedule(
@@ -87,7 +88,7 @@ def sql_state(sink: SqlSink) -> tuple[dict[int, dict[str, Any]], dict[int, dict[
     with sink.engine.connect() as conn:
         latest = {}
         for row in conn.execute(select(lp)).mappings():
-            values = {f: row[f] for f in POSITION_FIELDS if f != "received_ms"}
+            values = {f: row[f] for f in LATEST_FIELDS if f != "received_ms"}
             latest[row["mmsi"]] = {**values, "received_ms": _ms(row["received_at"]), "source": row["source"]}
         vessels = {
             row["mmsi"]: {
@@ -99,9 +100,29 @@ def sql_state(sink: SqlSink) -> tuple[dict[int, dict[str, Any]], dict[int, dict[
     return latest, vessels
 
 
+def sql_flags(sink: SqlSink) -> dict[tuple[str, int, int, int], str | None]:
+    """Every history row's flag, by kind and identity."""
+    out = {}
+    with sink.engine.connect() as conn:
+        for kind, table in (("p", schema.positions), ("s", schema.static_reports)):
+            for row in conn.execute(select(table.c.mmsi, table.c.received_at, table.c.digest, table.c.flag)):
+                out[(kind, row.mmsi, _ms(row.received_at), row.digest)] = row.flag
+    return out
+
+
+def expected_flags(deliveries: list[tuple[str, Any]]) -> dict[tuple[str, int, int, int], str | None]:
+    """A report is flagged in the history only if every delivery of it was (rule 4)."""
+    out: dict[tuple[str, int, int, int], str | None] = {}
+    for kind, row in deliveries:
+        key = (kind, row[0], row[1], row[2])
+        if key not in out or row[-1] is None:
+            out[key] = row[-1]
+    return out
+
+
 def sql_poisoned(items: list[tuple[str, Any]], at: int) -> ReportBatch:
     """The batch with a position row the history refuses (msg_type NULL): nothing lands."""
-    poison = ("p", (MMSIS[0], BASE_MS + 500, 1, None, 59.0, 10.0, *([None] * 6), "tag_block"))
+    poison = ("p", (MMSIS[0], BASE_MS + 500, 1, None, 59.0, 10.0, *([None] * 6), "tag_block", None))
     return batch_of([*items[:at], poison, *items[at:]], SOURCE)
 
 
@@ -132,6 +153,8 @@ def test_sql_stores_equal_the_reference_model(sql_sink: SqlSink) -> None:
         latest, vessels = sql_state(sql_sink)
         assert latest == model.latest_rows()
         assert vessels == model.vessel_rows()
+        flags = sql_flags(sql_sink)
+        assert {k: v is None for k, v in flags.items()} == {k: v is None for k, v in expected_flags(items).items()}
 
     check()
 
@@ -160,7 +183,7 @@ def redis_state(client: Any, keys: RedisKeys) -> dict[str, Any]:
         mmsi = int(data["mmsi"])
         if "pos_ms" in data:
             latest[mmsi] = {
-                **{f: data.get(f) for f in POSITION_FIELDS[3:]},
+                **{f: data.get(f) for f in LATEST_FIELDS[3:]},
                 "mmsi": data["mmsi"],
                 "received_ms": data["pos_ms"],
                 "digest": data["pos_digest"],
@@ -206,7 +229,7 @@ def test_the_redis_script_equals_the_reference_model(redis_prefix: str) -> None:
     def poisoned(items: list[tuple[str, Any]], at: int) -> ReportBatch:
         # A static update for a vessel whose key is a string: the script stops there.
         bucket = sink.keys.bucket(items[min(at, len(items) - 1)][1][0])
-        poison = ("s", (poison_mmsis[bucket], BASE_MS + 3500, 1, 5, *([None] * 10), "OSLO", None, "tag_block"))
+        poison = ("s", (poison_mmsis[bucket], BASE_MS + 3500, 1, 5, *([None] * 10), "OSLO", None, "tag_block", None))
         return batch_of([*items[:at], poison, *items[at:]], SOURCE)
 
     @PROPERTY
@@ -235,6 +258,7 @@ def test_the_redis_script_equals_the_reference_model(redis_prefix: str) -> None:
 
 def _static(ms_s: int, digest: int, **values: Any) -> tuple[str, tuple[Any, ...]]:
     row = (MMSIS[0], BASE_MS + ms_s * 1000, digest, 5, *(values.get(f) for f in STATIC_VALUE_FIELDS), None, "tag_block")
+    row = (*row, None)
     return ("s", row)
 
 

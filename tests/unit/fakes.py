@@ -119,7 +119,7 @@ class Clock:
 
 
 def position(mmsi: int, received_ms: int, digest: int = 1, lat: float = 59.0, lon: float = 10.0) -> tuple[Any, ...]:
-    return (mmsi, received_ms, digest, 1, lat, lon, 5.0, 90.0, 90, 0, 0.0, None, "tag_block")
+    return (mmsi, received_ms, digest, 1, lat, lon, 5.0, 90.0, 90, 0, 0.0, None, "tag_block", None)
 
 
 def batch_of(rows: list[tuple[Any, ...]], source: str = "test", read_ms: int = 1_000_000_000) -> ReportBatch:

@@ -14,8 +14,9 @@ from breakwater import accounting as acc
 from breakwater.decode import BatchDecoder, DecodedBatch, epoch_ms, parse_tag_block
 from breakwater.framing import LineBatch, Reader
 from breakwater.models import OtherMessage, PositionReport, StaticReport
-from breakwater.reports import RECEIVED_MS, newest_per_vessel, shard_of
+from breakwater.reports import FLAG, FLAG_CLOCK_AHEAD, RECEIVED_MS, TIME_SOURCE, newest_per_vessel, shard_of
 from breakwater.sources import FileSource
+from breakwater.write_model import positioned
 from tests.unit.test_framing import feed_all
 
 READ_MS = 1_800_000_000_000
@@ -353,13 +354,17 @@ def read_and_decode(lines: list[bytes], **decoder: Any) -> DecodedBatch:
 
 def test_one_bad_clock_does_not_pin_a_vessel() -> None:
     """Issue 10: a tag block with `c:2334337317` (2043) became the vessel's latest state, and
-    every later genuine report was ignored as older."""
+    every later genuine report was ignored as older. It is kept now, flagged, and moves nothing."""
     decoded = read_and_decode([tagged(NOW_S - 120), tagged(2_334_337_317), tagged(NOW_S - 60)])
-    assert decoded.counts[acc.rejected(acc.REASON_CLOCK_AHEAD)] == 1
-    assert decoded.rejected_examples[acc.REASON_CLOCK_AHEAD] == tagged(2_334_337_317)
+    assert decoded.counts[acc.flagged(FLAG_CLOCK_AHEAD)] == 1
+    assert acc.rejected_total(decoded.counts) == 0
     positions = decoded.shards[0].positions
-    assert [row[1] for row in positions] == [(NOW_S - 120) * 1000, (NOW_S - 60) * 1000]
-    (latest,) = newest_per_vessel(positions)
+    assert [(row[RECEIVED_MS], row[FLAG]) for row in positions] == [
+        ((NOW_S - 120) * 1000, None),
+        (2_334_337_317_000, FLAG_CLOCK_AHEAD),
+        ((NOW_S - 60) * 1000, None),
+    ]
+    (latest,) = newest_per_vessel(positioned(positions))
     assert (latest[0], latest[1]) == (257742000, (NOW_S - 60) * 1000)
 
 
@@ -371,29 +376,32 @@ def test_one_bad_clock_does_not_pin_a_vessel() -> None:
         TRAILER.rsplit(b",", 1)[0] + b",%d" % (NOW_S + 3600),  # an AMSA-style trailer
     ],
 )
-def test_a_receive_time_ahead_of_the_ingest_clock_is_rejected(line: bytes) -> None:
+def test_a_receive_time_ahead_of_the_ingest_clock_is_flagged(line: bytes) -> None:
     decoded = read_and_decode([line, tagged(NOW_S - 1)])
-    assert decoded.counts[acc.rejected(acc.REASON_CLOCK_AHEAD)] == 1
-    assert decoded.counts[acc.MESSAGES_DECODED] == 1
+    assert decoded.counts[acc.flagged(FLAG_CLOCK_AHEAD)] == 1
+    assert decoded.counts[acc.MESSAGES_DECODED] == 2
+    assert [row[FLAG] for row in decoded.shards[0].positions] == [FLAG_CLOCK_AHEAD, None]
 
 
 def test_the_allowed_clock_skew_is_a_setting() -> None:
     at_limit, beyond = tagged(NOW_S + 300), tagged(NOW_S + 301)
     default = read_and_decode([at_limit, beyond])
-    assert (default.counts[acc.MESSAGES_DECODED], default.counts[acc.rejected(acc.REASON_CLOCK_AHEAD)]) == (1, 1)
+    assert [row[FLAG] for row in default.shards[0].positions] == [None, FLAG_CLOCK_AHEAD]
     wider = read_and_decode([at_limit, beyond], max_clock_skew_s=3600.0)
-    assert (wider.counts[acc.MESSAGES_DECODED], wider.counts[acc.rejected(acc.REASON_CLOCK_AHEAD)]) == (2, 0)
+    assert [row[FLAG] for row in wider.shards[0].positions] == [None, None]
+    assert wider.counts[acc.flagged(FLAG_CLOCK_AHEAD)] == 0
     with pytest.raises(ValueError, match="max_clock_skew_s must be above 0 seconds, got 0"):
         BatchDecoder(1, max_clock_skew_s=0)
 
 
-def test_a_clock_ahead_on_a_first_fragment_rejects_every_line_of_its_message() -> None:
+def test_a_clock_ahead_on_a_first_fragment_flags_the_whole_message() -> None:
     first, second = MULTI.split(b"\n")
     tag = b"g:1-2-9999,c:%d" % (NOW_S + 3600)
     ahead = first.replace(b"g:1-2-9999,c:1565218798*53", tag + b"*%02X" % _xor(tag))
     decoded = read_and_decode([ahead, second])
-    assert decoded.counts[acc.rejected(acc.REASON_CLOCK_AHEAD)] == 2
-    assert decoded.counts[acc.LINES_DECODED] == 0
+    assert decoded.counts[acc.LINES_DECODED] == 2
+    assert decoded.counts[acc.flagged(FLAG_CLOCK_AHEAD)] == 1
+    assert [row[FLAG] for row in decoded.shards[0].statics] == [FLAG_CLOCK_AHEAD]
 
 
 def test_a_file_without_receive_times_keeps_file_order_and_the_same_identities_on_every_read(tmp_path: Path) -> None:
@@ -412,6 +420,6 @@ def test_a_file_without_receive_times_keeps_file_order_and_the_same_identities_o
         assert reads[0] == reads[1]
         rows = reads[0]
         assert [r[RECEIVED_MS] for r in rows] == [path.stat().st_mtime_ns // 1_000_000] * 2
-        assert {r[-1] for r in rows} == {"file"}
+        assert {r[TIME_SOURCE] for r in rows} == {"file"}
         newest = newest_per_vessel(rows)[0]
         assert newest == rows[1], "the later line is the newer report"

@@ -31,11 +31,11 @@ class Clock:
 
 
 def position(mmsi: int, ms: int, digest: int, station: str | None, time_source: str = "tag_block") -> tuple[Any, ...]:
-    return (mmsi, ms, digest, 1, 60.0, 5.0, 10.0, 90.0, 90, 0, 0.0, station, time_source)
+    return (mmsi, ms, digest, 1, 60.0, 5.0, 10.0, 90.0, 90, 0, 0.0, station, time_source, None)
 
 
 def static(mmsi: int, ms: int, digest: int, station: str | None) -> tuple[Any, ...]:
-    return (mmsi, ms, digest, 19, None, None, "NAME", 37, 5, 5, 2, 2, None, None, None, station, "tag_block")
+    return (mmsi, ms, digest, 19, None, None, "NAME", 37, 5, 5, 2, 2, None, None, None, station, "tag_block", None)
 
 
 def batch(source: str, *positions: tuple[Any, ...], statics: tuple[tuple[Any, ...], ...] = ()) -> ReportBatch:

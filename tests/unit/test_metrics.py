@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from breakwater.metrics import CATALOG, MetricsAggregator, MetricsBuffer
 from breakwater.metrics_http import INSTANCE_HEADER, MetricsServer
-from breakwater.status import SOURCE_COLUMNS, source_rows
+from breakwater.status import RECEIVER_COLUMNS, SOURCE_COLUMNS, receiver_rows, source_rows
 from tests.unit.fakes import Clock
 
 
@@ -144,3 +144,33 @@ def test_sources_shows_each_live_feed_with_its_ratios_and_leaves_files_out() -> 
     assert (east["state"], east["duplicate_ratio"], east["reconnects"], east["fused_copies"]) == ("down", 0.25, 3, 100)
     assert (north["state"], north["reject_ratio"], north["duplicate_ratio"], north["silences"]) == ("up", 0.002, 0.0, 0)
     assert set(north) == set(SOURCE_COLUMNS)
+
+
+def test_sources_shows_each_receiver_trusted_or_demoted_in_how_many_writers() -> None:
+    summary = {
+        "ais_receiver_checks": [{"receiver": "2573105", "value": 900.0}, {"receiver": "skewed", "value": 40.0}],
+        "ais_receiver_failed_checks": [
+            {"receiver": "skewed", "check": "clock_ahead", "value": 38.0},
+            {"receiver": "skewed", "check": "too_fast", "value": 1.0},
+            {"receiver": "2573105", "check": "too_fast", "value": 2.0},
+        ],
+        "ais_receiver_demotions": [{"receiver": "skewed", "value": 2.0}, {"receiver": "2573105", "value": 1.0}],
+        "ais_receiver_restorations": [{"receiver": "2573105", "value": 1.0}],
+    }
+    trusted, skewed = receiver_rows(summary)
+    assert trusted == {
+        "receiver": "2573105",
+        "state": "trusted",
+        "checks": 900,
+        "failed": 2,
+        "failed_ratio": 0.0022,
+        "failures": {"too_fast": 2},
+        "demotions": 1,
+        "restorations": 1,
+    }
+    assert (skewed["state"], skewed["failed"], skewed["failures"]) == (
+        "demoted (2 writers)",
+        39,
+        {"clock_ahead": 38, "too_fast": 1},
+    )
+    assert set(skewed) == set(RECEIVER_COLUMNS)

@@ -36,11 +36,12 @@ def static(ms: int, digest: int, station: str, *, name: str | None, callsign: st
         "OSLO",
         station,
         "tag_block",
+        None,
     )
 
 
 def position(ms: int, station: str) -> tuple[Any, ...]:
-    return (MMSI, ms, 1, 1, 60.0, 5.0, 10.0, 90.0, 90, 0, 0.0, station, "tag_block")
+    return (MMSI, ms, 1, 1, 60.0, 5.0, 10.0, 90.0, 90, 0, 0.0, station, "tag_block", None)
 
 
 def test_each_static_field_says_which_report_it_came_from_and_the_position_its_receiver(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ def test_the_deciding_reports_leave_what_the_whole_history_leaves(rows: list[tup
 
 def test_a_report_that_adds_no_field_is_left_out() -> None:
     def row(ms: int, **values: Any) -> tuple[Any, ...]:
-        return (257000001, ms, ms, 5, *(values.get(f) for f in STATIC_VALUE_FIELDS), None, "tag_block")
+        return (257000001, ms, ms, 5, *(values.get(f) for f in STATIC_VALUE_FIELDS), None, "tag_block", None)
 
     newest, older_same, older_other = row(3, name="A", callsign="X"), row(2, name="B"), row(1, eta="12-24 08:30")
     assert deciding_statics([newest, older_same, older_other]) == [newest, older_other]

@@ -22,6 +22,7 @@ from breakwater.decode import BatchDecoder
 from breakwater.framing import Reader
 from breakwater.fusion import FusionWindow
 from breakwater.journal import Snapshots
+from breakwater.reports import FLAG_CLOCK_AHEAD, FLAG_DEMOTED, ReportBatch, with_flag
 from breakwater.stores import schema
 from breakwater.stores.deployment import save_admin_digest
 from breakwater.stores.engine import make_engine
@@ -183,6 +184,7 @@ def test_a_downgrade_leaves_what_the_older_version_defines_and_keeps_every_row(
 def test_each_step_says_what_the_operator_must_know(store: tuple[str, Engine]) -> None:
     _, engine = store
     assert schema.downgrade(engine, 2).notes == (
+        "dropped the flag column of positions, static_reports and other_messages",
         "dropped receptions (it was empty)",
         "dropped breakwater_settings and the admin token's digest it held: a version-2 release "
         "checks the BREAKWATER_ADMIN_TOKEN of whoever runs an admin command, so set it there; "
@@ -250,12 +252,44 @@ def test_a_downgrade_from_4_keeps_receptions_unless_forced(store: tuple[str, Eng
 
     with pytest.raises(schema.SchemaError, match=f"receptions holds {held} row"):
         schema.downgrade(engine, 3)
+    assert stored_version(engine) == schema.LATEST_VERSION  # one transaction: 5 -> 4 undone too
     assert (schema_shape(engine), contents(engine, 4)) == before
 
     history = {name: contents(engine, 3)[name] for name in HISTORY}
-    assert schema.downgrade(engine, 3, force=True).notes == (f"dropped receptions ({held} row(s))",)
+    assert schema.downgrade(engine, 3, force=True).notes == (
+        "dropped the flag column of positions, static_reports and other_messages",
+        f"dropped receptions ({held} row(s))",
+    )
     assert schema_shape(engine) == defined_shape(3, engine)
     assert {name: contents(engine, 3)[name] for name in HISTORY} == history
+
+
+def test_a_downgrade_from_5_keeps_flagged_reports_unless_forced(store: tuple[str, Engine]) -> None:
+    """Version 4 has no flag: a flagged static report would win a vessel's merge there, so
+    dropping the flags needs force, and every report stays (unflagged)."""
+    url, engine = store
+    sink = SqlSink(url)
+    ahead = (257000999, 2_334_337_317_000, 1, 1, 60.0, 5.0, 0.0, None, None, None, None, "r9", "tag_block", None)
+    echo = (257000999, 2_334_337_318_000, 2, 5, *([None] * 10), "GHOST", "r9", "tag_block", None)
+    sink.write(ReportBatch("feed", 0, [with_flag(ahead, FLAG_CLOCK_AHEAD)], [with_flag(echo, FLAG_DEMOTED)]))
+    sink.close()
+    before = schema_shape(engine), contents(engine, schema.LATEST_VERSION)
+
+    with pytest.raises(schema.SchemaError) as refused:
+        schema.downgrade(engine, 4)
+    assert str(refused.value) == (
+        "2 history row(s) are flagged implausible (positions 1, static_reports 1) and version 4 has no flag, "
+        "so a release of version 4 would take them as plausible: pass --force to keep them unflagged"
+    )
+    assert (schema_shape(engine), contents(engine, schema.LATEST_VERSION)) == before
+
+    history = {name: contents(engine, 4)[name] for name in HISTORY}
+    assert schema.downgrade(engine, 4, force=True).notes == (
+        "dropped the flag column of positions, static_reports and other_messages (2 flagged row(s) kept "
+        "unflagged, --force)",
+    )
+    assert schema_shape(engine) == defined_shape(4, engine)
+    assert {name: contents(engine, 4)[name] for name in HISTORY} == history
 
 
 def test_a_store_newer_than_this_release_is_refused_both_ways(store: tuple[str, Engine]) -> None:
@@ -321,8 +355,9 @@ def test_schema_downgrade_needs_yes_and_the_stores_token(
     assert main([*store_flags, "--admin-token", TOKEN, "schema", "downgrade", "2", "--yes"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"schema downgraded from version {schema.LATEST_VERSION} to 2"
-    assert out[1] == "dropped receptions (it was empty)"
-    assert out[2].startswith("dropped breakwater_settings and the admin token's digest it held: ")
+    assert out[1] == "dropped the flag column of positions, static_reports and other_messages"
+    assert out[2] == "dropped receptions (it was empty)"
+    assert out[3].startswith("dropped breakwater_settings and the admin token's digest it held: ")
     # Version 2 has no settings table: the journal the same ingest job wrote holds the digest.
     assert main([*store_flags, "--admin-token", "wrong", "schema", "downgrade", "1", "--yes"]) == 1
     assert capsys.readouterr().err.endswith("refused: wrong or missing admin token (--admin-token)\n")

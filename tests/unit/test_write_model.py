@@ -14,9 +14,19 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from breakwater.reports import P_LAT, POSITION_FIELDS, STATIC_FIELDS, ReportBatch
+from breakwater.reports import (
+    FLAG_CLOCK_AHEAD,
+    FLAG_DEMOTED,
+    FLAG_TOO_FAST,
+    FLAGS,
+    P_LAT,
+    STATIC_FIELDS,
+    ReportBatch,
+    with_flag,
+)
 from breakwater.write_model import (
     GEO_MAX_LAT,
+    LATEST_FIELDS,
     STATIC_VALUE_FIELDS,
     WriteModel,
     geo_covers,
@@ -44,6 +54,11 @@ def _maybe(values: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return st.one_of(st.none(), values)
 
 
+# Mostly plausible; the flag is not part of the digest: the same report may come flagged once
+# and plausible another time (write_model rule 4).
+flags = st.one_of(st.none(), st.none(), st.sampled_from(FLAGS))
+
+
 @st.composite
 def position_rows(draw: st.DrawFn) -> tuple[Any, ...]:
     head = (draw(mmsis), BASE_MS + draw(st.integers(0, 3)) * 1000)
@@ -59,7 +74,7 @@ def position_rows(draw: st.DrawFn) -> tuple[Any, ...]:
         draw(_maybe(st.sampled_from(("rA", "rB")))),
         draw(st.sampled_from(("tag_block", "trailer"))),
     )
-    return (*head, _digest(head + body), *body)
+    return (*head, _digest(head + body), *body, draw(flags))
 
 
 @st.composite
@@ -81,7 +96,7 @@ def static_rows(draw: st.DrawFn) -> tuple[Any, ...]:
         draw(_maybe(st.sampled_from(("rA", "rB")))),
         draw(st.sampled_from(("tag_block", "trailer"))),
     )
-    return (*head, _digest(head + body), *body)
+    return (*head, _digest(head + body), *body, draw(flags))
 
 
 # A report: ("p", position row) or ("s", static row).
@@ -105,11 +120,11 @@ def model_of(batches: list[ReportBatch]) -> WriteModel:
 
 
 def position(mmsi: int, ms: int, lat: float | None, lon: float | None, digest: int = 1) -> tuple[Any, ...]:
-    return (mmsi, ms, digest, 1, lat, lon, 5.0, 90.0, 90, 0, 0.0, None, "tag_block")
+    return (mmsi, ms, digest, 1, lat, lon, 5.0, 90.0, 90, 0, 0.0, None, "tag_block", None)
 
 
 def static(mmsi: int, ms: int, digest: int = 1, msg_type: int = 5, **values: Any) -> tuple[Any, ...]:
-    return (mmsi, ms, digest, msg_type, *(values.get(f) for f in STATIC_VALUE_FIELDS), None, "tag_block")
+    return (mmsi, ms, digest, msg_type, *(values.get(f) for f in STATIC_VALUE_FIELDS), None, "tag_block", None)
 
 
 # -- generated: the state is a function of the set of reports -----------------------------------
@@ -118,8 +133,10 @@ def static(mmsi: int, ms: int, digest: int = 1, msg_type: int = 5, **values: Any
 @settings(max_examples=100, deadline=None)
 @given(items=st.lists(reports, max_size=40), data=st.data())
 def test_order_duplicates_and_batching_change_nothing(items: list[tuple[str, Any]], data: st.DataObject) -> None:
-    once = model_of([batch_of(items)])
-    again = items + data.draw(st.lists(st.sampled_from(items), max_size=10)) if items else []
+    repeats = data.draw(st.lists(st.sampled_from(items), max_size=10)) if items else []
+    # A repeat may be judged differently: flagged once, plausible another time.
+    again = items + [(kind, (*row[:-1], data.draw(flags))) for kind, row in repeats]
+    once = model_of([batch_of(again)])
     shuffled = data.draw(st.permutations(again))
     cuts = sorted(data.draw(st.lists(st.integers(0, len(shuffled)), max_size=4)))
     pieces = [shuffled[a:b] for a, b in zip([0, *cuts], [*cuts, len(shuffled)], strict=True)]
@@ -135,12 +152,12 @@ def test_latest_is_the_newest_report_with_a_valid_position(items: list[tuple[str
     rows = [row for kind, row in items if kind == "p"]
     latest = model_of([batch_of(items)]).latest_rows()
     for mmsi in MMSIS:
-        candidates = [r for r in rows if r[0] == mmsi and r[P_LAT] is not None and r[5] is not None]
+        candidates = [r for r in rows if r[0] == mmsi and r[P_LAT] is not None and r[5] is not None and r[-1] is None]
         if not candidates:
             assert mmsi not in latest
             continue
         newest = max(candidates, key=order_key)
-        assert latest[mmsi] == {**dict(zip(POSITION_FIELDS, newest, strict=True)), "source": "generated"}
+        assert latest[mmsi] == {**dict(zip(LATEST_FIELDS, newest[:-1], strict=True)), "source": "generated"}
 
 
 @settings(max_examples=100, deadline=None)
@@ -149,7 +166,7 @@ def test_each_static_field_comes_from_the_newest_report_that_carries_it(items: l
     rows = [row for kind, row in items if kind == "s"]
     vessels = model_of([batch_of(items)]).vessel_rows()
     for mmsi in MMSIS:
-        mine = [r for r in rows if r[0] == mmsi]
+        mine = [r for r in rows if r[0] == mmsi and r[-1] is None]
         if not mine:
             assert mmsi not in vessels
             continue
@@ -213,3 +230,26 @@ def test_valid_positions_and_geo_latitudes() -> None:
     assert geo_covers(-GEO_MAX_LAT, GEO_MAX_LAT)
     assert not geo_covers(80.0, 86.0)
     assert not geo_covers(-85.06, 0.0)
+
+
+def test_a_flagged_report_moves_no_latest_position_and_no_static_field() -> None:
+    """Rule 4: a receiver clock years ahead, a teleport, a demoted receiver's report."""
+    known = [("p", position(1, 10_000, 59.0, 10.0)), ("s", static(1, 10_000, destination="OSLO"))]
+    for reason in (FLAG_CLOCK_AHEAD, FLAG_TOO_FAST, FLAG_DEMOTED):
+        flagged = [
+            ("p", with_flag(position(1, 999_000, 1.0, 1.0, digest=2), reason)),
+            ("s", with_flag(static(1, 999_000, digest=2, destination="NOWHERE", name="GHOST"), reason)),
+        ]
+        model = model_of([batch_of(known), batch_of(flagged)])
+        assert model.latest_rows()[1]["received_ms"] == 10_000
+        assert model.vessel_rows()[1]["destination"] == "OSLO"
+        assert model.vessel_rows()[1]["name"] is None
+        assert model.vessel_rows()[1]["static_received_ms"] == 10_000
+
+
+def test_a_report_plausible_in_any_delivery_is_plausible_whatever_the_order() -> None:
+    plain = position(1, 20_000, 60.0, 11.0, digest=2)
+    flagged = with_flag(plain, FLAG_DEMOTED)
+    for order in ([flagged, plain], [plain, flagged]):
+        model = model_of([batch_of([("p", position(1, 10_000, 59.0, 10.0))])] + [batch_of([("p", r)]) for r in order])
+        assert model.latest_rows()[1]["received_ms"] == 20_000
