@@ -1,6 +1,7 @@
 """Issue 10 on a real Ray cluster: the decode tasks hold receive times against the job's own
-`max_clock_skew_s`, corrupt bytes never reach them, and what is rejected is counted in the
-job summary and never stored."""
+`max_clock_skew_s`, corrupt bytes never reach them, what is rejected is counted in the job
+summary and never stored, and a report from a clock ahead is kept in history, flagged, and
+never becomes latest."""
 
 from __future__ import annotations
 
@@ -34,6 +35,16 @@ def latest_received(database_url: str) -> datetime:
     return received.replace(tzinfo=UTC) if received.tzinfo is None else received
 
 
+def history_flags(database_url: str) -> dict[int, str | None]:
+    """Receive time (s) -> flag, of the vessel's history rows."""
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        t = schema.positions
+        rows = conn.execute(select(t.c.received_at, t.c.flag).where(t.c.mmsi == MMSI)).all()
+    engine.dispose()
+    return {int(at.timestamp()): flag for at, flag in rows}
+
+
 def test_the_clock_skew_setting_reaches_the_decode_tasks_and_a_bad_clock_never_becomes_latest(
     sqlite_job: Job, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -46,11 +57,16 @@ def test_the_clock_skew_setting_reaches_the_decode_tasks_and_a_bad_clock_never_b
 
     summary = sqlite_job.ingest(path)
     assert summary["ok"] and summary["errors"] == []
-    assert summary["lines"] == {"read": 4, "decoded": 1, "rejected": 3, "pending": 0}
-    assert summary["rejected"] == {"not_printable": 1, "clock_ahead": 2}
+    assert summary["lines"] == {"read": 4, "decoded": 3, "rejected": 1, "pending": 0}
+    assert summary["rejected"] == {"not_printable": 1}
+    assert summary["flagged"] == {"clock_ahead": 2}
     assert latest_received(sqlite_job.database_url) == datetime.fromtimestamp(now - 60, UTC)
+    ahead = "clock_ahead"
+    assert history_flags(sqlite_job.database_url) == {now - 60: None, now + 600: ahead, 2_334_337_317: ahead}
 
+    # With an hour's skew allowed, ten minutes ahead is plausible: the history row loses its flag.
     monkeypatch.setenv("BREAKWATER_MAX_CLOCK_SKEW_S", "3600")
     summary = sqlite_job.ingest(path)
-    assert summary["rejected"] == {"not_printable": 1, "clock_ahead": 1}  # the year 2043 still is
+    assert summary["flagged"] == {"clock_ahead": 1}  # the year 2043 still is
     assert latest_received(sqlite_job.database_url) == datetime.fromtimestamp(now + 600, UTC)
+    assert history_flags(sqlite_job.database_url) == {now - 60: None, now + 600: None, 2_334_337_317: ahead}
