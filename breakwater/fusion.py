@@ -10,7 +10,8 @@ turn move the vessel's latest state. Here the copies are told apart from new rep
     their own (a tag block or a trailer), and their receive times lie within `window_ms` of
     each other.
 
-The first copy a writer sees is the report; it is stored as it came. Each later copy becomes
+The first copy a writer sees is the report (of the copies in one batch, the earliest by receive
+time: the writer's plausibility checks hand them over oldest first); it is stored as it came. Each later copy becomes
 a *reception* of it: the stored report's identity (MMSI, receive time, digest), its kind, the
 receiver that heard the copy (its tag block station, else the name of the source it came
 from) and the copy's own receive time. So a report is stored once, with the list of every

@@ -184,7 +184,9 @@ class Plausibility:
         return sorted(name for name, h in self._health.items() if h.demoted)
 
     def check(self, batch: ReportBatch) -> Checked:
-        """The batch with every implausible report flagged; positions are judged oldest first."""
+        """The batch with every implausible report flagged. Positions and static reports are
+        judged, and come out, oldest first: so fusion, next, takes the earliest of a batch's
+        copies of one transmission as the report."""
         out = ReportBatch(batch.source, batch.read_ms, receptions=batch.receptions)
         checked = Checked(out)
         with self._lock:
@@ -193,7 +195,7 @@ class Plausibility:
                 self._vessels.clear()
             for kind in KINDS:
                 rows = batch.rows(kind)
-                if kind == KIND_POSITION:
+                if kind != KIND_OTHER:
                     rows = sorted(rows, key=order_key)
                 kept = out.rows(kind)
                 for row in rows:

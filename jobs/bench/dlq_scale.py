@@ -25,7 +25,7 @@ from breakwater.retry import RetryPolicy
 from jobs.bench import log
 from jobs.bench.outage import _dlq_stats, _drain, redis_behind_proxy
 from jobs.bench.runners import run_breakwater
-from jobs.bench.scenarios import Context, breakwater_on_scratch, make_corpus
+from jobs.bench.scenarios import REPLAY_SETTINGS, Context, breakwater_on_scratch, make_corpus
 
 BATCH = 2_500
 DOWN = Failure("StoreUnavailable", "connection refused", "CLOSED", 0.0)
@@ -209,7 +209,7 @@ def scenario_long_outage(ctx: Context, lines: int) -> dict[str, Any]:
     without an outage into a clean prefix and database."""
     corpus, info = make_corpus(lines, ctx.tmp)
     log(f"Breakwater on {lines:,} lines without an outage, for reference")
-    ref_run, ref_db, ref_prefix = breakwater_on_scratch(ctx, corpus, "lref", "long-reference")
+    ref_run, ref_db, ref_prefix = breakwater_on_scratch(ctx, corpus, "lref", "long-reference", REPLAY_SETTINGS)
     reference = redis_state(ctx.scratch.redis_url, ref_prefix)
     db, prefix = ctx.scratch.database("long"), ctx.scratch.prefix("long")
     run, switch, at_end, drain = _ingest_while_redis_is_down(ctx, corpus, lines, db, prefix)
@@ -281,7 +281,7 @@ def _ingest_while_redis_is_down(
     with redis_behind_proxy(ctx) as (proxy, redis_url):
         switch = _RedisDownOnceStarted(proxy)
         extra = ["--set", f"breaker.reset_timeout_s={ctx.reset_timeout_s:g}"]
-        extra += ["--set", f"dlq.max_records={max(1_000_000, 4 * lines)}", *ctx.ingest_args]
+        extra += ["--set", f"dlq.max_records={max(1_000_000, 4 * lines)}", *REPLAY_SETTINGS, *ctx.ingest_args]
         log(f"Breakwater on {lines:,} lines with Redis down for the whole ingest")
         run = run_breakwater(
             corpus,

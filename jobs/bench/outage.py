@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from jobs.bench import ROOT, log
 from jobs.bench.runners import bench_env, run_breakwater
 from jobs.bench.sampling import steady_db_rate
-from jobs.bench.scenarios import Context, _ratio
+from jobs.bench.scenarios import REPLAY_SETTINGS, Context, _ratio
 
 BREAKER_OPEN, BREAKER_CLOSED = 2, 0  # values of the circuit_breaker_state gauge
 Timeline = list[dict[str, float]]
@@ -145,7 +145,7 @@ def _reference_stores(ctx: Context, corpus: Path) -> dict[str, Any]:
         database_url=db,
         redis_url=ctx.scratch.redis_url,
         prefix=prefix,
-        extra=ctx.ingest_args,
+        extra=[*REPLAY_SETTINGS, *ctx.ingest_args],
         timeout_s=ctx.timeout_s,
     )
     stores = ctx.scratch.contents(db, prefix)
@@ -169,7 +169,7 @@ def _run_through_proxy(ctx: Context, corpus: Path, expected: float, db: str, pre
     proxy (up again by then), since that is the Redis address the job's settings name."""
     with redis_behind_proxy(ctx) as (proxy, redis_url):
         switch = OutageSwitch(proxy, ctx.outage_mode, expected, ctx.outage_at, ctx.outage_s)
-        extra = ["--set", f"breaker.reset_timeout_s={ctx.reset_timeout_s:g}", *ctx.ingest_args]
+        extra = ["--set", f"breaker.reset_timeout_s={ctx.reset_timeout_s:g}", *REPLAY_SETTINGS, *ctx.ingest_args]
         log(f"Breakwater with a Redis outage ({ctx.outage_mode}, {ctx.outage_s:g} s)")
         run = run_breakwater(
             corpus,

@@ -13,13 +13,7 @@ from jobs.bench import log
 from jobs.bench.dlq_scale import _mmsis_differing, redis_state
 from jobs.bench.feed_server import FeedServer
 from jobs.bench.runners import run_breakwater
-from jobs.bench.scenarios import Context
-
-# Fusion off in the live job and its reference: two feeds that split one corpus share a few
-# transmissions heard with different times near the cut, and which feed's copy reaches a writer
-# first (and is stored as the report) is not deterministic, so the stores could not equal the
-# reference row by row. The soak is about losing nothing; fusion has its own tests.
-NO_FUSION = ("--set", "fusion_window_s=0")
+from jobs.bench.scenarios import REPLAY_SETTINGS, Context
 
 DATA_TABLES = ("positions", "static_reports", "other_messages", "latest_positions", "vessels")
 # Which copy of a report was kept, not what the report says. One report heard twice (same
@@ -75,7 +69,7 @@ def compare_with_reference(ctx: Context, run: dict[str, Any], servers: list[Feed
     log(f"reference: the {sum(s.sent for s in servers):,} lines sent, as a file, without faults")
     ref = run_breakwater(
         corpus, ctx.tmp, f"{label}-reference", database_url=ref_db, redis_url=ctx.scratch.redis_url,
-        prefix=ref_prefix, extra=[*NO_FUSION, *ctx.ingest_args], timeout_s=ctx.timeout_s,
+        prefix=ref_prefix, extra=[*REPLAY_SETTINGS, *ctx.ingest_args], timeout_s=ctx.timeout_s,
     )  # fmt: skip
     corpus.unlink()
     ref_redis = without_provenance(redis_state(ctx.scratch.redis_url, ref_prefix))

@@ -25,6 +25,15 @@ from jobs.bench.runners import run_breakwater, run_plain
 from jobs.bench.sampling import steady_db_rate
 from jobs.bench.scratch import Scratch
 
+# How a run is compared with a reference run on a corpus of replays. Fusion off: two feeds that
+# split one corpus share a few transmissions heard with different times near the cut, and which
+# feed's copy reaches a writer first (and is stored as the report) is not deterministic. A speed
+# limit no replay reaches: at each replay's start every vessel jumps back to where the capture
+# began, which the speed check rightly flags, but which report is flagged depends on how the
+# feeds' lines meet in the writers. Either way the stores could not equal the reference row by
+# row. The checks still run (and cost what they cost); fusion and the flags have their own tests.
+REPLAY_SETTINGS = ("--set", "fusion_window_s=0", "--set", "max_speed_kn=1e9")
+
 DATA = Path(os.environ.get("BENCH_CAPTURES_DIR", ROOT / "data"))
 CAPTURES = ("kystverket-2019-tagblock.nmea", "amsa-mixed.nmea.gz")
 MEMORY_TARGET_RATIO = 1.5
@@ -152,9 +161,11 @@ def scenario_throughput(ctx: Context, corpus: Path, corpus_info: dict[str, Any])
     }
 
 
-def breakwater_on_scratch(ctx: Context, corpus: Path, store: str, label: str) -> tuple[dict[str, Any], str, str]:
-    """Breakwater's ingest job on a fresh scratch database and Redis prefix named `store`;
-    the run's results, and the database URL and prefix it wrote to."""
+def breakwater_on_scratch(
+    ctx: Context, corpus: Path, store: str, label: str, extra: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], str, str]:
+    """Breakwater's ingest job on a fresh scratch database and Redis prefix named `store`
+    (with the settings `extra`); the run's results, and the database URL and prefix it wrote to."""
     db, prefix = ctx.scratch.database(store), ctx.scratch.prefix(store)
     run = run_breakwater(
         corpus,
@@ -163,7 +174,7 @@ def breakwater_on_scratch(ctx: Context, corpus: Path, store: str, label: str) ->
         database_url=db,
         redis_url=ctx.scratch.redis_url,
         prefix=prefix,
-        extra=ctx.ingest_args,
+        extra=[*extra, *ctx.ingest_args],
         timeout_s=ctx.timeout_s,
     )
     return run, db, prefix

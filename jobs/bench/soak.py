@@ -34,8 +34,8 @@ from jobs.bench import log
 from jobs.bench.feed_server import FeedServer, split_corpus
 from jobs.bench.live_job import LiveJob
 from jobs.bench.outage import _dlq_stats, _drain, redis_behind_proxy
-from jobs.bench.reference import NO_FUSION, compare_with_reference
-from jobs.bench.scenarios import Context, make_corpus
+from jobs.bench.reference import compare_with_reference
+from jobs.bench.scenarios import REPLAY_SETTINGS, Context, make_corpus
 
 SNAPSHOT_EVERY_S = 60.0
 CONNECT_TIMEOUT_S = 180.0  # Ray's start-up and the job's warm-up, on a loaded machine
@@ -187,7 +187,7 @@ def run_live(ctx: Context, setup: LiveSetup, feeds: int) -> dict[str, Any]:
         for s in servers:
             s.start()
             stack.callback(s.close)
-        extra = ["--set", f"breaker.reset_timeout_s={ctx.reset_timeout_s:g}", *NO_FUSION, *ctx.ingest_args]
+        extra = ["--set", f"breaker.reset_timeout_s={ctx.reset_timeout_s:g}", *REPLAY_SETTINGS, *ctx.ingest_args]
         log(f"Breakwater on {feeds} live feeds ({setup.label}), {db.rsplit('/', 1)[-1]}")
         job = LiveJob.start(
             ctx.tmp, setup.label, [s.spec for s in servers],

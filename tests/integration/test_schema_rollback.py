@@ -157,8 +157,9 @@ def test_a_rollback_keeps_every_row_and_the_previous_release_answers_the_same(
     assert schema_shape(engine) == defined_shape(latest, engine)
     down = run([*command, "--admin-token", TOKEN, "schema", "downgrade", "2", "--yes", "--force"], home=home)
     assert down.returncode == 0, down.stderr
-    assert down.stdout.splitlines()[:2] == [
+    assert down.stdout.splitlines()[:3] == [
         f"schema downgraded from version {latest} to 2",
+        "dropped the flag column of positions, static_reports and other_messages",
         f"dropped receptions ({original[latest]['receptions'][0]} row(s))",
     ]
     shown = run([*command, "schema"], home=home)

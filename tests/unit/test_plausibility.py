@@ -152,3 +152,12 @@ def test_reports_without_a_receive_time_of_their_own_are_not_judged() -> None:
     placed = [(*position(1, T0 + i, (i % 2) * 80.0, 0.0)[:-2], "file", None) for i in range(4)]
     assert check(p, *placed) == [None] * 4
     assert p.check(ReportBatch("feed", 0, placed)).checks == {}
+
+
+def test_of_one_batchs_copies_of_a_transmission_the_earliest_is_the_report() -> None:
+    late = position(1, T0 + 800, 59.0, 10.0, "b", digest=7)
+    early = position(1, T0, 59.0, 10.0, "a", digest=7)
+    checked = Plausibility(clock=Clock()).check(ReportBatch("feed", 0, [late, early]))
+    fused = FusionWindow(5.0).admit(checked.batch)
+    assert fused.batch.positions == [early]
+    assert fused.batch.receptions == [(1, T0, 7, "position", "b", T0 + 800)]
