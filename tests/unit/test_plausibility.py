@@ -10,17 +10,10 @@ from breakwater.fusion import FusionWindow
 from breakwater.plausibility import COVER_S, MIN_CHECKED, Plausibility, distance_nm
 from breakwater.reports import FLAG, FLAG_CLOCK_AHEAD, FLAG_DEMOTED, FLAG_TOO_FAST, ReportBatch, with_flag
 from breakwater.write_model import WriteModel
+from tests.unit.fakes import Clock
 
 T0 = 1_700_000_000_000
 MINUTE = 60_000
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def position(
