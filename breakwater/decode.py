@@ -22,8 +22,7 @@ from breakwater.framing import LineBatch
 from breakwater.normalize import ROW_BUILDERS, mmsi_is_valid, other_row
 from breakwater.reports import (
     FLAG_CLOCK_AHEAD,
-    KIND_POSITION,
-    KIND_STATIC,
+    KINDS,
     TIME_FROM_FILE,
     TIME_FROM_INGEST,
     TIME_FROM_TAG_BLOCK,
@@ -150,7 +149,10 @@ class BatchDecoder:
     def decode(self, batch: LineBatch) -> DecodedBatch:
         counts: Counter[str] = Counter()
         examples: dict[str, bytes] = {}
-        shards = [ReportBatch(batch.source, batch.read_ms) for _ in range(self.n_shards)]
+        n = self.n_shards
+        shards = [ReportBatch(batch.source, batch.read_ms) for _ in range(n)]
+        lists = {kind: [shard.rows(kind) for shard in shards] for kind in KINDS}
+        lines_decoded = messages_decoded = 0
         for i, message in enumerate(batch.messages):
             lines = message.split(b"\n")
             result = self._decode_message(lines, batch, i, counts)
@@ -158,20 +160,17 @@ class BatchDecoder:
                 counts[acc.rejected(result)] += len(lines)
                 examples.setdefault(result, message[:200])
                 continue
-            counts[acc.LINES_DECODED] += len(lines)
-            counts[acc.MESSAGES_DECODED] += 1
+            lines_decoded += len(lines)
+            messages_decoded += 1
             for kind, row in result:
-                shard = shards[shard_of(row[0], self.n_shards)]
-                if kind == KIND_POSITION:
-                    shard.positions.append(row)
-                elif kind == KIND_STATIC:
-                    shard.statics.append(row)
-                else:
-                    shard.others.append(row)
-                counts[acc.reports(kind)] += 1
+                lists[kind][shard_of(row[0], n)].append(row)
+        counts[acc.LINES_DECODED] += lines_decoded
+        counts[acc.MESSAGES_DECODED] += messages_decoded
+        for kind in KINDS:
+            counts[acc.reports(kind)] += sum(len(rows) for rows in lists[kind])
         if len(self._tags) > 10_000:
             self._tags.clear()
-        return DecodedBatch(counts, shards, examples)
+        return DecodedBatch(+counts, shards, examples)
 
     def _tag(self, raw: bytes) -> TagInfo:
         info = self._tags.get(raw)
