@@ -202,6 +202,13 @@ def define_tables(metadata: MetaData, version: int) -> dict[str, Table]:
         )
     if version >= 2:
         Index("latest_positions_lat_lon", tables[3].c.lat, tables[3].c.lon)
+    if version >= 5:
+        for table in tables[:3]:
+            # The flagged rows alone (few, mostly none): whether a table holds any, and which,
+            # costs a look at this index, not a scan of the history (stores/sql.py).
+            flagged = table.c.flag.is_not(None)
+            columns = (table.c.mmsi, table.c.received_at, table.c.digest)
+            Index(f"{table.name}_flagged", *columns, postgresql_where=flagged, sqlite_where=flagged)
     return {t.name: t for t in tables}
 
 
@@ -247,9 +254,13 @@ FLAGGED_TABLES = ("positions", "static_reports", "other_messages")
 def _to_v5(conn: Connection) -> None:
     """A `flag` on every history row: reports that failed a plausibility check are kept,
     flagged, instead of being rejected. A nullable column with no default: adding it rewrites
-    nothing on either database, and releases that know only version 4 never name it."""
+    nothing on either database, and releases that know only version 4 never name it. An index
+    of the flagged rows alone, which starts empty."""
     for table in FLAGGED_TABLES:
         conn.execute(text(f"ALTER TABLE {table} ADD COLUMN flag TEXT"))
+        conn.execute(
+            text(f"CREATE INDEX {table}_flagged ON {table} (mmsi, received_at, digest) WHERE flag IS NOT NULL")
+        )
 
 
 MIGRATIONS: list[Callable[[Connection], None]] = [_to_v1, _to_v2, _to_v3, _to_v4, _to_v5]
@@ -326,6 +337,7 @@ def _from_v5(conn: Connection, force: bool) -> list[str]:
             "run the downgrade where Python has a newer SQLite; nothing was changed"
         )
     for table in FLAGGED_TABLES:
+        conn.execute(text(f"DROP INDEX {table}_flagged"))
         conn.execute(text(f"ALTER TABLE {table} DROP COLUMN flag"))
     note = "dropped the flag column of positions, static_reports and other_messages"
     return [f"{note} ({flagged} flagged row(s) kept unflagged, --force)" if flagged else note]

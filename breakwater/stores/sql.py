@@ -157,10 +157,11 @@ class SqlSink:
                     f"INSERT INTO {table.name} ({columns}) SELECT {select_list} FROM {staging} ON CONFLICT DO NOTHING"
                 )
                 inserted = max(cur.rowcount, 0)
-                if inserted < len(rows) and "flag" in fields:
+                if inserted < len(rows) and "flag" in fields and _holds_flagged(cur, table.name):
                     # Some were stored already: those stored flagged and plausible now lose
-                    # their flag (write_model rule 4). Only then, so a batch of new reports
-                    # pays nothing for it.
+                    # their flag (write_model rule 4). Only then, and only when the table holds
+                    # flagged rows at all (its partial index says so at once), so a batch pays
+                    # nothing for it otherwise.
                     cur.execute(_pg_clear_flags(table.name))
                     inserted += max(cur.rowcount, 0)
                 written += inserted
@@ -259,6 +260,14 @@ ON CONFLICT (mmsi) DO UPDATE SET
     time_source = excluded.time_source, source = excluded.source
 WHERE (excluded.received_at, excluded.digest) > (latest_positions.received_at, latest_positions.digest)
 """
+
+
+def _holds_flagged(cur: Any, table: str) -> bool:
+    """Whether `table` holds a flagged row: the first of its partial index `<table>_flagged`.
+    In index order, so the planner reads the index, which it would not do for an EXISTS while
+    its statistics guess that many rows are flagged (it scans the whole history then)."""
+    cur.execute(f"SELECT 1 FROM {table} WHERE flag IS NOT NULL ORDER BY mmsi, received_at, digest LIMIT 1")
+    return cur.fetchone() is not None
 
 
 def _pg_clear_flags(table: str) -> str:
