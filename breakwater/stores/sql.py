@@ -189,28 +189,34 @@ class SqlSink:
 
 
 def carried_fields(statics: list[tuple[Any, ...]]) -> list[list[int]]:
-    """Per vessel of the batch: [mmsi, then 1 or 0 per static field: does any of its reports
-    in the batch carry that field]."""
+    """Per vessel of the batch: [mmsi, the receive time of its oldest report in the batch, then
+    1 or 0 per static field: does any of its reports in the batch carry that field]."""
     offset = STATIC_FIELDS.index("imo")
     carried: dict[int, list[int]] = {}
     for row in statics:
-        flags = carried.setdefault(row[0], [0] * len(_STATIC_VALUES))
+        flags = carried.setdefault(row[0], [row[1]] + [0] * len(_STATIC_VALUES))
+        flags[0] = min(flags[0], row[1])
         for i in range(len(_STATIC_VALUES)):
             if row[offset + i] is not None:
-                flags[i] = 1
+                flags[i + 1] = 1
     return [[mmsi, *flags] for mmsi, flags in carried.items()]
 
 
 def _vessels_from_history(batch_vessels: str) -> str:
-    """Upsert `vessels` for the vessels of `batch_vessels` (a query with the columns mmsi and
-    c_<field>, greater than 0 when the batch carries that field).
+    """Upsert `vessels` for the vessels of `batch_vessels` (a query with the columns mmsi,
+    since: the receive time of the vessel's oldest report in the batch, and c_<field>, greater
+    than 0 when the batch carries that field).
 
-    Each carried field is the newest non-empty value in the history, by (received_at, digest)
-    down the primary key's index; the scan stops at the first report carrying the field, at
-    the latest this batch's own. A field not carried stays as the vessel has it."""
+    Each carried field is the newest non-empty value in the history, by (received_at, digest).
+    That report is this batch's or a newer one, so only the vessel's reports since the batch's
+    oldest are read, a range of the primary key's index: the work per batch stays the same
+    however long the vessel's history grows (reading all of it, the merge took 9.5 of 22 s
+    writing 1.5 million reports, and slowed as the table grew). A field not carried stays as
+    the vessel has it."""
     newest = ",\n    ".join(
         f"CASE WHEN b.c_{f} > 0 THEN (SELECT s.{f} FROM static_reports s WHERE s.mmsi = b.mmsi "
-        f"AND s.{f} IS NOT NULL AND s.flag IS NULL ORDER BY s.received_at DESC, s.digest DESC LIMIT 1) END"
+        f"AND s.received_at >= b.since AND s.{f} IS NOT NULL AND s.flag IS NULL "
+        "ORDER BY s.received_at DESC, s.digest DESC LIMIT 1) END"
         for f in _STATIC_VALUES
     )
     merge = ",\n    ".join(f"{f} = COALESCE(excluded.{f}, vessels.{f})" for f in _STATIC_VALUES)
@@ -218,8 +224,8 @@ def _vessels_from_history(batch_vessels: str) -> str:
 INSERT INTO vessels (mmsi, {", ".join(_STATIC_VALUES)}, static_received_at)
 SELECT b.mmsi,
     {newest},
-    (SELECT s.received_at FROM static_reports s WHERE s.mmsi = b.mmsi AND s.flag IS NULL
-     ORDER BY s.received_at DESC LIMIT 1)
+    (SELECT s.received_at FROM static_reports s WHERE s.mmsi = b.mmsi AND s.received_at >= b.since
+     AND s.flag IS NULL ORDER BY s.received_at DESC LIMIT 1)
 FROM ({batch_vessels}) AS b WHERE true
 ON CONFLICT (mmsi) DO UPDATE SET
     {merge},
@@ -228,12 +234,12 @@ ON CONFLICT (mmsi) DO UPDATE SET
 
 
 _SQLITE_VESSELS_FROM_HISTORY = _vessels_from_history(
-    "SELECT json_extract(value, '$[0]') AS mmsi, "
-    + ", ".join(f"json_extract(value, '$[{i}]') AS c_{f}" for i, f in enumerate(_STATIC_VALUES, start=1))
+    "SELECT json_extract(value, '$[0]') AS mmsi, json_extract(value, '$[1]') AS since, "
+    + ", ".join(f"json_extract(value, '$[{i}]') AS c_{f}" for i, f in enumerate(_STATIC_VALUES, start=2))
     + " FROM json_each(?)"
 )
 _PG_VESSELS_FROM_STAGING = _vessels_from_history(
-    "SELECT mmsi, "
+    "SELECT mmsi, min(to_timestamp(received_ms / 1000.0)) AS since, "
     + ", ".join(f"count({f}) AS c_{f}" for f in _STATIC_VALUES)
     + " FROM staging_static_reports WHERE flag IS NULL GROUP BY mmsi"
 )
