@@ -150,14 +150,21 @@ class Change:
 
 
 @dataclass
-class Checked:
-    """What `Plausibility.check` made of a batch."""
+class Tally:
+    """What a round of checks counted: the flags it set, every receiver's checks and failed
+    checks, and the receivers it demoted or restored."""
 
-    batch: ReportBatch
     flags: Counter[str] = field(default_factory=Counter)  # flags set here, by reason
     checks: Counter[str] = field(default_factory=Counter)  # receiver -> reports checked
     failures: Counter[tuple[str, str]] = field(default_factory=Counter)  # (receiver, check) -> failed
     changes: list[Change] = field(default_factory=list)
+
+
+@dataclass
+class Checked(Tally):
+    """What `Plausibility.check` made of a batch: the batch, flagged, and the tally."""
+
+    batch: ReportBatch = field(default_factory=lambda: ReportBatch("", 0))
 
 
 class Plausibility:
@@ -188,7 +195,7 @@ class Plausibility:
         judged, and come out, oldest first: so fusion, next, takes the earliest of a batch's
         copies of one transmission as the report."""
         out = ReportBatch(batch.source, batch.read_ms, receptions=batch.receptions)
-        checked = Checked(out)
+        checked = Checked(batch=out)
         with self._lock:
             now = self.clock()
             if len(self._vessels) > MAX_VESSELS:
@@ -203,15 +210,15 @@ class Plausibility:
             self._judge(list(checked.checks), now, checked)
         return checked
 
-    def record_drift(self, verdicts: list[tuple[str, bool]]) -> Checked:
+    def record_drift(self, verdicts: list[tuple[str, bool]]) -> Tally:
         """Clock-drift verdicts from fusion, (receiver, within the limit), into health."""
-        checked = Checked(ReportBatch("", 0))
+        tally = Tally()
         with self._lock:
             now = self.clock()
             for receiver, ok in verdicts:
-                self._count(receiver, None if ok else CHECK_CLOCK_DRIFT, now, checked)
-            self._judge([r for r, _ in verdicts], now, checked)
-        return checked
+                self._count(receiver, None if ok else CHECK_CLOCK_DRIFT, now, tally)
+            self._judge([r for r, _ in verdicts], now, tally)
+        return tally
 
     def _check(self, kind: str, row: tuple[Any, ...], source: str, now: float, checked: Checked) -> tuple[Any, ...]:
         if row[TIME_SOURCE] in _PLACED:
@@ -221,7 +228,8 @@ class Plausibility:
         if vessel is None:
             vessel = self._vessels[row[MMSI]] = _Vessel()
         flag = row[FLAG]
-        if flag is None and kind == KIND_POSITION and has_position(row) and not self._moves_plausibly(vessel, row):
+        located = kind == KIND_POSITION and has_position(row)
+        if flag is None and located and not self._moves_plausibly(vessel, row):
             flag = FLAG_TOO_FAST
         self._count(receiver, flag, now, checked)
         if flag is None:
@@ -230,8 +238,7 @@ class Plausibility:
                 vessel.cover, vessel.covered_at = receiver, now
             elif self._covered(vessel, receiver, now):
                 flag = FLAG_DEMOTED
-        newer = vessel.fix is None or row[RECEIVED_MS] > vessel.fix.received_ms
-        if flag is None and kind == KIND_POSITION and has_position(row) and newer:
+        if flag is None and located and (vessel.fix is None or row[RECEIVED_MS] > vessel.fix.received_ms):
             vessel.fix = _Fix(row[RECEIVED_MS], row[P_LAT], row[P_LON])
         if flag == row[FLAG]:
             return row
@@ -256,7 +263,7 @@ class Plausibility:
         vessel.doubt = _Fix(row[RECEIVED_MS], row[P_LAT], row[P_LON])
         return False
 
-    def _count(self, receiver: str, failed_check: str | None, now: float, checked: Checked) -> None:
+    def _count(self, receiver: str, failed_check: str | None, now: float, checked: Tally) -> None:
         health = self._health.get(receiver)
         if health is None:
             health = self._health[receiver] = Health(self.window_s)
@@ -265,7 +272,7 @@ class Plausibility:
         if failed_check is not None:
             checked.failures[(receiver, failed_check)] += 1
 
-    def _judge(self, receivers: list[str], now: float, checked: Checked) -> None:
+    def _judge(self, receivers: list[str], now: float, checked: Tally) -> None:
         for receiver in dict.fromkeys(receivers):
             health = self._health[receiver]
             n, failed = health.totals(now)

@@ -82,12 +82,12 @@ def geo_covers(south: float, north: float) -> bool:
 
 def positioned(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """The position rows that may become latest state (rules 2 and 4)."""
-    return [row for row in rows if row[FLAG] is None and has_position(row)]
+    return [row for row in rows if is_plausible(row) and has_position(row)]
 
 
 def plausible(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """The rows that may move a static merge (rule 4)."""
-    return [row for row in rows if row[FLAG] is None]
+    return [row for row in rows if is_plausible(row)]
 
 
 def order_key(row: tuple[Any, ...]) -> tuple[int, int]:

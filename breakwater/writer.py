@@ -45,7 +45,7 @@ from breakwater.errors import PoisonRecord, QueueUnavailable, StoreError, StoreU
 from breakwater.fusion import FusionWindow
 from breakwater.gate import SinkGate, Verdict
 from breakwater.metrics import E2E_LATENCY, MetricDelta, MetricsBuffer
-from breakwater.plausibility import Checked, Plausibility
+from breakwater.plausibility import Plausibility, Tally
 from breakwater.reports import KIND_RECEPTION, RECORD_KINDS, ReportBatch
 from breakwater.stores.base import SINK_DB, SINK_REDIS, Sink, WriteResult
 
@@ -218,7 +218,7 @@ class ShardWriter:
             self.metrics.set("ais_last_ingest_timestamp_seconds", self.clock())
         return report
 
-    def _count_checks(self, checked: Checked, report: WriteReport, failure_ratio: float) -> None:
+    def _count_checks(self, checked: Tally, report: WriteReport, failure_ratio: float) -> None:
         """The plausibility checks' flags, every receiver's checks, and demotions (logged)."""
         for reason, n in checked.flags.items():
             report.counts[acc.flagged(reason)] += n

@@ -22,10 +22,10 @@ from breakwater.stores import schema
 from breakwater.stores.redis import RedisQueries
 from breakwater.stores.sql_queries import SqlQueries
 from jobs.bench.corpus import checksum
+from jobs.bench.runners import free_port
 from tests.acceptance.shell import VENV_BIN, clean_env
 from tests.conftest import REDIS_URL, read_lines
 from tests.integration.test_ingest_embedded import independent_tracks
-from tests.integration.test_live_sources import free_port
 from tests.integration.test_resilience import Feed, wait_until
 
 TEN_YEARS_S = 10 * 365 * 86_400
